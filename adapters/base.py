@@ -1,0 +1,75 @@
+"""The small interface every runtime adapter implements (mlx, vllm, transformers).
+
+An adapter loads one model (plus optional LoRA adapters), and generates text for a chat prompt
+under a JSON-Schema grammar. Grammars are compiled once per (tokenizer, schema) and cached by
+the adapter; ``prepare`` compiles them ahead of serving so that ``/readyz`` can wait for it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class AdapterUnavailableError(RuntimeError):
+    """The adapter's runtime package is missing or cannot run here; the message names the package."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    messages: list[dict[str, str]]
+    """Chat messages (``system`` + ``user``); the adapter applies the model's chat template."""
+    schema_key: str
+    """Name of a grammar registered with :meth:`Adapter.prepare` (e.g. ``"extract"``)."""
+    max_new_tokens: int
+    lora: str | None = None
+    """LoRA adapter folder, when the runtime supports per-request adapters."""
+    constrained: bool = True
+    """False only for benchmarks (unconstrained decoding of the same prompt)."""
+
+
+@dataclass
+class Generation:
+    text: str
+    finish_reason: str
+    """``stop`` (end of grammar / EOS) or ``length``."""
+    prompt_tokens: int
+    completion_tokens: int
+    time_to_first_token_s: float | None = None
+    mask_seconds: float = 0.0
+    """Total time spent computing and applying grammar masks."""
+    forced_tokens: int = 0
+    """Tokens emitted by jump-forward without a model step."""
+    model_steps: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Adapter(ABC):
+    name: str
+
+    @abstractmethod
+    async def load(self) -> None:
+        """Load the model and tokenizer (blocking work runs off the event loop)."""
+
+    @abstractmethod
+    async def prepare(self, schemas: dict[str, str]) -> dict[str, float]:
+        """Compile the grammars (``key -> JSON Schema text``); returns compile seconds per key."""
+
+    @abstractmethod
+    async def generate(self, request: GenerationRequest) -> Generation:
+        """Generate one completion under the request's grammar."""
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+        """Stream text pieces; default: one piece with the whole generation."""
+        generation = await self.generate(request)
+        yield generation.text
+
+    @property
+    @abstractmethod
+    def model_id(self) -> str:
+        """A short, label-safe model name (for ``llm_contract.model`` and metrics)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Free the model."""
