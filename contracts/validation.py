@@ -1,0 +1,93 @@
+"""Validation of pass outputs against the contract models (strict: parsed JSON, no coercion)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from contracts.extract import ExtractOutput
+from contracts.vocab import RENDER_INTENT_KINDS, TOOLS, WIDGET_TYPES
+
+Problem = Literal["out_of_vocab", "schema_invalid"]
+
+
+def _messages(exc: ValidationError, limit: int = 5) -> list[str]:
+    out = []
+    for err in exc.errors(include_url=False)[:limit]:
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        out.append(f"{loc}: {err['msg']}")
+    return out
+
+
+def extract_errors(doc: Any) -> list[str]:
+    """Empty when ``doc`` is a valid extract output."""
+    try:
+        ExtractOutput.model_validate(doc, strict=True)
+    except ValidationError as exc:
+        return _messages(exc)
+    return []
+
+
+def render_errors(doc: Any) -> list[str]:
+    """Empty when ``doc`` is a valid render output (envelopes and every payload)."""
+    from contracts.render import RenderOutput
+
+    try:
+        RenderOutput.model_validate(doc, strict=True)
+    except ValidationError as exc:
+        return _messages(exc)
+    return []
+
+
+def envelope_validity(doc: Any) -> tuple[int, int]:
+    """``(valid envelopes, envelopes)`` of a render output; a non-list ``widgets`` counts as one invalid."""
+    from contracts.widgets import Envelope
+
+    widgets = doc.get("widgets") if isinstance(doc, dict) else None
+    if not isinstance(widgets, list) or not widgets:
+        return 0, 1
+    valid = 0
+    for env in widgets:
+        try:
+            Envelope.model_validate(env, strict=True)
+            valid += 1
+        except ValidationError:
+            pass
+    return valid, len(widgets)
+
+
+def tools_in_vocab(doc: Any) -> bool:
+    """Every tool request names one of the 7 live tools (no request is in vocabulary)."""
+    requests = doc.get("tool_requests") if isinstance(doc, dict) else None
+    if requests is None:
+        return True
+    if not isinstance(requests, list):
+        return False
+    return all(isinstance(r, dict) and r.get("tool") in TOOLS for r in requests)
+
+
+def intent_in_vocab(doc: Any) -> bool:
+    intent = doc.get("render_intent") if isinstance(doc, dict) else None
+    return isinstance(intent, dict) and intent.get("kind") in RENDER_INTENT_KINDS
+
+
+def widgets_in_vocab(doc: Any) -> bool:
+    widgets = doc.get("widgets") if isinstance(doc, dict) else None
+    return isinstance(widgets, list) and all(isinstance(w, dict) and w.get("widget_type") in WIDGET_TYPES
+                                             for w in widgets)
+
+
+def extract_problem(doc: Any) -> tuple[Problem, str] | None:
+    """Why an extract output may not be served: ``out_of_vocab`` before ``schema_invalid``."""
+    if not tools_in_vocab(doc) or not intent_in_vocab(doc):
+        return "out_of_vocab", "tool or render-intent kind outside the contract vocabulary"
+    errors = extract_errors(doc)
+    return ("schema_invalid", "; ".join(errors)) if errors else None
+
+
+def render_problem(doc: Any) -> tuple[Problem, str] | None:
+    if isinstance(doc, dict) and isinstance(doc.get("widgets"), list) and not widgets_in_vocab(doc):
+        return "out_of_vocab", "widget type outside the contract vocabulary"
+    errors = render_errors(doc)
+    return ("schema_invalid", "; ".join(errors)) if errors else None

@@ -1,0 +1,253 @@
+"""The oracle's extract pass (oracle.md sections 0-6): pure function, no I/O, no clock."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any
+
+from engines.deterministic import rules as R
+
+_ISO_DATES = re.compile(R.ISO_DATE_PATTERN)
+_STRICT_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_PARTY = re.compile(R.PARTY_PATTERN)
+_CARD = re.compile(R.CARD_PATTERN)
+_PASSPORT = re.compile(R.PASSPORT_PATTERN, re.IGNORECASE)
+
+
+def payload_text(payload: dict[str, Any]) -> str:
+    """The first of ``text``, ``message``, ``label`` that is a non-blank str, unstripped; else ``""``."""
+    for key in ("text", "message", "label"):
+        value = payload.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return ""
+
+
+def city_hint(s: str) -> dict[str, Any] | None:
+    """A new region dict for the first gazetteer needle contained in ``s`` (regions first)."""
+    low = s.lower()
+    for needle, label, code, cc in R.REGIONS:
+        if needle in low:
+            return {"label": label, "city_code": code, "country_code": cc, "kind": "region", "scope": "region"}
+    for needle, label, code, cc in R.CITIES:
+        if needle in low:
+            return {"label": label, "city_code": code, "country_code": cc, "kind": "city"}
+    return None
+
+
+def day_diff(a: Any, b: Any) -> int:
+    """``max(0, b - a)`` in days for two well-formed ISO dates; 0 for anything else."""
+    if not (isinstance(a, str) and isinstance(b, str) and _STRICT_DATE.fullmatch(a) and _STRICT_DATE.fullmatch(b)):
+        return 0
+    try:
+        return max(0, (date.fromisoformat(b) - date.fromisoformat(a)).days)
+    except ValueError:
+        return 0
+
+
+def _get(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, dict) else None
+
+
+def _any(words: tuple[str, ...], low: str) -> bool:
+    for w in words:
+        if w in low:
+            return True
+    return False
+
+
+def _slot_updates(et: str, payload: dict[str, Any], aid: str, text: str, low: str, slot: dict[str, Any]) -> dict:
+    updates: dict[str, Any] = {}
+    if et == "user_widget_submit":
+        val = payload["submitted_value"] if "submitted_value" in payload else payload.get("value")
+        if isinstance(val, dict):
+            if "from" in val and "to" in val:
+                updates["check_in_date"] = val["from"]
+                updates["check_out_date"] = val["to"]
+                updates["nights"] = val["nights"] if "nights" in val else day_diff(val["from"], val["to"])
+            if "adults" in val:
+                updates["party"] = {"rooms": val.get("rooms", 1), "adults": val["adults"],
+                                    "children": val.get("children", [])}
+            if "id" in val and "label" in val:
+                label = val["label"]
+                hit = city_hint(label) if isinstance(label, str) else None
+                updates["region"] = hit or {"label": label, "city_code": val["id"], "country_code": "US",
+                                            "kind": val.get("kind", "city")}
+        return updates
+    if et == "user_widget_cta_click":
+        if aid.startswith(R.PICK_FLIGHT_PREFIXES):
+            updates["picked_flight_offer_id"] = aid.split(":", 1)[1]
+        elif aid.startswith(R.PICK_HOTEL_PREFIXES):
+            updates["picked_hotel_id"] = aid.split(":", 1)[1]
+        return updates
+    # free text
+    hit = city_hint(text)
+    if hit:
+        old = slot.get("region")
+        if not old or hit["city_code"] != _get(old, "city_code"):
+            updates["region"] = hit
+    if not slot.get("check_in_date"):
+        found = _ISO_DATES.findall(text)
+        hint: tuple[str, str] | None = None
+        if len(found) >= 2:
+            hint = (found[0], found[1])
+        elif R.NEXT_MONTH_PHRASE in low:
+            hint = R.NEXT_MONTH_DATES
+        if hint:
+            updates["check_in_date"], updates["check_out_date"] = hint
+            updates["nights"] = day_diff(*hint)
+    if not slot.get("party"):
+        if R.COUPLE_WORD in low:
+            updates["party"] = {"rooms": 1, "adults": 2, "children": []}
+        else:
+            m = _PARTY.search(low)
+            if m:
+                updates["party"] = {"rooms": 1, "adults": int(m.group(1)), "children": []}
+    return updates
+
+
+def _refusal(turn: dict[str, Any], text: str, low: str, merged: dict[str, Any]) -> tuple[str, str] | None:
+    if _CARD.search(text) or _PASSPORT.search(text):
+        return "error", "pii_redacted"
+    summary = turn.get("tool_summary")
+    if turn.get("tool_error") or (
+        isinstance(summary, dict) and (summary.get("isError") or ("ok" in summary and summary["ok"] is False))
+    ):
+        return "error", "provider_unavailable"
+    if _any(R.OUT_OF_DOMAIN_WORDS, low):
+        return "error", "out_of_domain"
+    if (
+        _any(R.BUY_WORDS, low)
+        and _any(R.VAGUE_WORDS, low)
+        and not (merged.get("picked_flight_offer_id") or merged.get("picked_hotel_id"))
+    ):
+        return "clarify", "confirmation_required"
+    for a, b in R.CONTRADICTION_PAIRS:
+        if a in low and b in low:
+            return "clarify", "contradictory_constraints"
+    if _any(R.CONTRADICTION_SINGLES, low):
+        return "clarify", "contradictory_constraints"
+    if _any(R.BLOCKER_WORDS, low):
+        return "clarify", "blocker_needs_verification"
+    return None
+
+
+def extract(turn: dict[str, Any]) -> dict[str, Any]:
+    """turn -> ``{slot_updates, tool_requests, render_intent}``."""
+    payload = turn.get("event_payload") or {}
+    slot = turn.get("slot_state") or {}
+    et = turn.get("event_type") or "user_message"
+    aid = payload.get("action_id")
+    if not isinstance(aid, str):
+        aid = ""
+    text = payload_text(payload)
+    low = text.lower()
+
+    updates = _slot_updates(et, payload, aid, text, low, slot)
+    merged = {**slot, **updates}
+
+    refusal = _refusal(turn, text, low, merged)
+    if refusal:
+        return {"slot_updates": updates, "tool_requests": [],
+                "render_intent": {"kind": refusal[0], "reason": refusal[1]}}
+
+    tool, args, kind = _route(turn, text, low, et, aid, slot, updates, merged)
+    intent: dict[str, Any] = {"kind": kind}
+    if kind == "collect_missing":
+        region = merged.get("region")
+        intent["missing"] = [name for name, have in (("region", region), ("dates", merged.get("check_in_date")),
+                                                     ("party", merged.get("party"))) if not have]
+    return {"slot_updates": updates, "tool_requests": [{"tool": tool, "arguments": args}] if tool else [],
+            "render_intent": intent}
+
+
+def _route(
+    turn: dict[str, Any], text: str, low: str, et: str, aid: str,
+    slot: dict[str, Any], updates: dict[str, Any], merged: dict[str, Any],
+) -> tuple[str | None, dict[str, Any] | None, str]:
+    cta = et == "user_widget_cta_click"
+    region = merged.get("region") or {}
+    code = _get(region, "city_code") or ""
+    label = _get(region, "label") or ""
+    party = merged.get("party") or {}
+    adults = party.get("adults", 1) if isinstance(party, dict) else 1
+    ci = merged.get("check_in_date")
+    co = merged.get("check_out_date")
+    pf = merged.get("picked_flight_offer_id")
+    ph = merged.get("picked_hotel_id")
+    fsr = merged.get("flight_search_results")
+    hsr = merged.get("hotel_search_results")
+    seen = merged.get("places_seen")
+
+    order = _any(R.ORDER_WORDS, low) or (cta and aid.startswith(R.ORDER_CTA_PREFIXES))
+    activities = _any(R.ACTIVITY_WORDS, low)
+    poi = _any(R.POI_WORDS, low)
+    new_region = updates.get("region")
+    old_region = slot.get("region")
+    restated = bool(new_region and old_region and _get(new_region, "city_code") != _get(old_region, "city_code"))
+
+    def flights() -> tuple[str, dict[str, Any], str]:
+        return R.TOOL_FLIGHTS, {"origin": R.FLIGHT_ORIGIN, "destination": code, "departure_date": ci,
+                                "adults": adults, "cabin_class": R.CABIN_CLASS}, "show_flights"
+
+    def places(query: str, n: int) -> tuple[str, dict[str, Any], str]:
+        return R.TOOL_PLACES, {"query": query, "max_results": n}, "show_places"
+
+    if _any(R.REFERENCE_WORDS, low):
+        return None, None, "summarize"
+    if merged.get("trip_confirmed"):
+        return None, None, "trip_map"
+    if region:
+        if _any(R.TRANSFER_WORDS, low):
+            return R.TOOL_TRANSFERS, {"from_type": "IATA", "from_code": code, "to_type": "ATLAS", "outbound": ci,
+                                      "adults": adults}, "show_transfers"
+        if _any(R.HOTEL_WORDS, low):
+            rooms = (party.get("rooms") if isinstance(party, dict) else None) or 1
+            children = len((party.get("children") if isinstance(party, dict) else None) or [])
+            return R.TOOL_HOTELS, {"city": label, "city_code": code, "check_in": ci, "check_out": co,
+                                   "adults": adults, "rooms": rooms, "children": children,
+                                   "radius": R.HOTEL_RADIUS}, "show_hotels"
+        if poi and not activities:
+            return places(text or label, R.PLACES_POINTS_OF_INTEREST)
+        if activities:
+            return R.TOOL_ACTIVITIES, {"destination": code, "from": ci, "to": co, "language": R.ACTIVITY_LANGUAGE,
+                                       "adults": adults}, "show_activities"
+        if _any(R.FLIGHT_WORDS, low):
+            return flights()
+    if ph and not order and (merged.get("picked_hotel_rate_key") or _any(R.ROOM_SELECTION_WORDS, low)):
+        return None, None, "hotel_confirmation"
+    if ph and order:
+        return R.TOOL_BOOK_HOTEL, {"rate_key": merged.get("picked_hotel_rate_key") or "",
+                                   "holder_name": R.HOLDER_NAME, "holder_surname": R.HOLDER_SURNAME,
+                                   "adults": adults}, "hotel_confirmation"
+    if pf and order and not merged.get("order_id"):
+        return R.TOOL_ORDER, {"offer_id": pf,
+                              "passengers": [{"given_name": R.HOLDER_NAME, "family_name": R.HOLDER_SURNAME}],
+                              "duffel_env": turn.get("duffel_env") or R.DEFAULT_DUFFEL_ENV}, "order_confirmation"
+    if merged.get("order_id") and _any(R.VIEW_ORDER_WORDS, low):
+        return None, None, "order_detail"
+    if pf and (R.DETAIL_WORD in low or aid.startswith(R.VIEW_OFFER_PREFIX)):
+        return None, None, "flight_detail"
+    if _any(R.CALENDAR_VIEW_WORDS, low) and _any(R.CALENDAR_WHAT_WORDS, low):
+        return None, None, "calendar_live"
+    if seen and (R.MAP_WORD in low or (cta and R.MAP_WORD in aid)):
+        return None, None, "trip_map"
+    if (region or pf or ph or fsr or hsr) and _any(R.SUMMARY_WORDS, low):
+        return None, None, "summary"
+    if hsr and _any(R.HOTEL_FILTER_WORDS, low):
+        return None, None, "show_hotels"
+    if fsr and not restated and _any(R.RESEARCH_WORDS, low):
+        return flights()
+    if poi and not region:
+        return places(text, R.PLACES_POINTS_OF_INTEREST)
+    if region and (not seen or restated):
+        return places(label, R.PLACES_RESOLVE_REGION)
+    ready = bool(region and ci and party)
+    if ready and not fsr:
+        return flights()
+    if not ready:
+        return None, None, "collect_missing"
+    if pf and ph:
+        return None, None, "summary"
+    return None, None, "summarize"
