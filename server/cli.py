@@ -27,8 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name == name:  # a command not built yet in this checkout
-                continue
+            if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+                continue  # a command whose module is not part of this checkout
             raise
         module.register(sub)
     return parser
