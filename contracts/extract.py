@@ -39,15 +39,18 @@ class Party(_Strict):
 
 
 class SlotUpdates(_Strict):
-    """Shallow patch of slot_state; only the keys the extract pass may write."""
+    """Shallow patch of slot_state; only the keys the extract pass may write.
 
-    region: Region | None = None
-    check_in_date: IsoDate | None = None
-    check_out_date: IsoDate | None = None
-    nights: Count | None = None
-    party: Party | None = None
-    picked_flight_offer_id: str | None = None
-    picked_hotel_id: str | None = None
+    Every key is optional but never null: an absent key leaves the slot as it is.
+    """
+
+    region: Region = None  # type: ignore[assignment]
+    check_in_date: IsoDate = None  # type: ignore[assignment]
+    check_out_date: IsoDate = None  # type: ignore[assignment]
+    nights: Count = None  # type: ignore[assignment]
+    party: Party = None  # type: ignore[assignment]
+    picked_flight_offer_id: str = None  # type: ignore[assignment]
+    picked_hotel_id: str = None  # type: ignore[assignment]
 
 
 # --- tool requests --------------------------------------------------------------------------------

@@ -1,0 +1,285 @@
+"""``travel-slm eval``: run an engine over labelled turns and report the metrics and gate of
+service.md section 7.
+
+Extract is scored on the engine's own answer for the turn. Render is scored on the labelled
+extraction and the labelled tool_summary (the oracle's fixtures), so a wrong extraction does not
+hide a right render. Every pass goes through the same fallback layer as the server, so what is
+scored is what a caller would be served, and ``fallback_rate`` says how often that was the oracle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.corpus import CorpusProblem, LabelledTurn, read_corpora
+from bench.stats import percentile, share
+from contracts.validation import envelope_validity, extract_errors, intent_in_vocab, tools_in_vocab
+from engines.agreement import extract_agreement, render_agreement
+
+#: metric -> minimum value for the gate (service.md section 7).
+GATE: dict[str, float] = {
+    "tool_match": 0.98,
+    "render_intent_match": 0.98,
+    "widget_type_match": 0.98,
+    "arg_fidelity": 0.95,
+    "slot_update_match": 0.95,
+    "extract_schema_validity": 1.0,
+    "widget_schema_validity": 1.0,
+    "tool_vocab_validity": 1.0,
+    "render_intent_vocab_validity": 1.0,
+}
+
+METRICS: tuple[str, ...] = (
+    "tool_match", "arg_fidelity", "slot_update_match", "render_intent_match", "widget_type_match",
+    "extract_exact", "render_exact", "extract_schema_validity", "widget_schema_validity", "tool_vocab_validity",
+    "render_intent_vocab_validity", "fallback_rate",
+)
+
+
+@dataclass
+class TurnResult:
+    """One scored turn: the served answers beside the labels."""
+
+    expected_extract: dict[str, Any]
+    expected_render: dict[str, Any]
+    extract: Any
+    render: Any
+    extract_fallback: bool = False
+    render_fallback: bool = False
+    extract_ms: float = 0.0
+    render_ms: float = 0.0
+    id: Any = None
+
+
+@dataclass
+class EvalReport:
+    n: int
+    metrics: dict[str, float | None]
+    latency_ms: dict[str, dict[str, float | None]]
+    gate: dict[str, Any]
+    problems: list[str] = field(default_factory=list)
+    engine: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"n": self.n, "metrics": self.metrics, "latency_ms": self.latency_ms,
+                               "gate": self.gate}
+        if self.engine:
+            out["engine"] = self.engine
+        if self.problems:
+            out["problems"] = self.problems
+        return out
+
+
+def compute_metrics(results: list[TurnResult]) -> dict[str, float | None]:
+    """The per-field metrics over scored turns (``None`` when there is no turn)."""
+    n = len(results)
+    counts = dict.fromkeys(METRICS, 0)
+    envelopes_valid = envelopes_total = 0
+    for r in results:
+        ex = extract_agreement(r.extract, r.expected_extract)
+        rd = render_agreement(r.render, r.expected_render)
+        counts["tool_match"] += ex["tool_match"]
+        counts["arg_fidelity"] += ex["arg_match"]
+        counts["slot_update_match"] += ex["slot_match"]
+        counts["render_intent_match"] += ex["render_intent_match"]
+        counts["widget_type_match"] += rd["widget_type_match"]
+        counts["extract_exact"] += r.extract == r.expected_extract
+        counts["render_exact"] += r.render == r.expected_render
+        counts["extract_schema_validity"] += not extract_errors(r.extract)
+        counts["tool_vocab_validity"] += tools_in_vocab(r.extract)
+        counts["render_intent_vocab_validity"] += intent_in_vocab(r.extract)
+        counts["fallback_rate"] += r.extract_fallback + r.render_fallback
+        valid, total = envelope_validity(r.render)
+        envelopes_valid += valid
+        envelopes_total += total
+    metrics: dict[str, float | None] = {}
+    for name in METRICS:
+        if name == "widget_schema_validity":
+            metrics[name] = share(envelopes_valid, envelopes_total)
+        elif name == "fallback_rate":
+            metrics[name] = share(counts[name], 2 * n)
+        else:
+            metrics[name] = share(counts[name], n)
+    return metrics
+
+
+def evaluate_gate(metrics: dict[str, float | None]) -> dict[str, Any]:
+    failures = []
+    for name, target in GATE.items():
+        value = metrics.get(name)
+        if value is None or value < target:
+            shown = "n/a" if value is None else f"{value:.4f}"
+            failures.append(f"{name} {shown} < {target}")
+    return {"passed": not failures, "failures": failures}
+
+
+def latency_summary(results: list[TurnResult]) -> dict[str, dict[str, float | None]]:
+    def summary(values: list[float]) -> dict[str, float | None]:
+        p50, p95 = percentile(values, 50), percentile(values, 95)
+        return {"p50": None if p50 is None else round(p50, 3), "p95": None if p95 is None else round(p95, 3)}
+
+    return {"extract": summary([r.extract_ms for r in results]),
+            "render": summary([r.render_ms for r in results]),
+            "turn": summary([r.extract_ms + r.render_ms for r in results])}
+
+
+def build_report(results: list[TurnResult], problems: list[CorpusProblem], engine: str = "") -> EvalReport:
+    metrics = compute_metrics(results)
+    return EvalReport(len(results), metrics, latency_summary(results), evaluate_gate(metrics),
+                      [str(p) for p in problems], engine)
+
+
+async def _score(runner: Any, engine: str, item: LabelledTurn) -> TurnResult:
+    turn = item.turn
+    expected = item.record.expected
+    t0 = time.perf_counter()
+    ex = await runner.extract(turn, engine)
+    t1 = time.perf_counter()
+    rd = await runner.render(turn, expected.extract, expected.tool_summary, engine)
+    t2 = time.perf_counter()
+    return TurnResult(expected.extract, expected.render, ex.document, rd.document, ex.fallback_used,
+                      rd.fallback_used, (t1 - t0) * 1000.0, (t2 - t1) * 1000.0, item.record.id)
+
+
+async def run_eval(
+    engine_name: str, corpora: list[str], *, split: str | None = None, limit: int | None = None,
+    settings: Any = None, progress: bool = False,
+) -> EvalReport:
+    from engines.fallback import PassRunner
+    from engines.registry import build_engine
+    from server.config import load_settings
+
+    settings = settings or load_settings()
+    problems: list[CorpusProblem] = []
+    items: list[LabelledTurn] = []
+    for item in read_corpora(corpora, problems, split):
+        if limit is not None and len(items) >= limit:
+            break
+        items.append(item)
+    engine = build_engine(engine_name, settings)
+    await engine.start()
+    timeouts: dict[tuple[str, str], float] = {}
+    if engine_name == "slm":
+        timeouts = {("slm", p): settings.slm.timeout_ms(p) for p in ("extract", "render")}
+    elif engine_name == "openai":
+        timeouts = {("openai", p): settings.openai.timeout_ms(p) for p in ("extract", "render")}
+    runner = PassRunner({engine_name: engine}, timeouts_ms=timeouts,
+                        failure_threshold=settings.fallback.failure_threshold, cooldown_s=settings.fallback.cooldown_s)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(items), unit="turn", desc=f"eval {engine_name}", file=sys.stderr)
+    results = []
+    try:
+        for item in items:
+            results.append(await _score(runner, engine_name, item))
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        await engine.aclose()
+    return build_report(results, problems, engine_name)
+
+
+def format_table(report: EvalReport) -> str:
+    lines = [f"engine {report.engine}   turns {report.n}", "", f"{'metric':32} {'value':>8}  gate"]
+    for name in METRICS:
+        value = report.metrics[name]
+        target = GATE.get(name)
+        shown = "n/a" if value is None else f"{value:.4f}"
+        verdict = "" if target is None else ("ok" if value is not None and value >= target else f"FAIL (>= {target})")
+        lines.append(f"{name:32} {shown:>8}  {verdict}")
+    lines.append("")
+    for pass_name, figures in report.latency_ms.items():
+        p50, p95 = figures["p50"], figures["p95"]
+        lines.append(f"latency {pass_name:8} p50 {p50 if p50 is not None else 'n/a'} ms   "
+                     f"p95 {p95 if p95 is not None else 'n/a'} ms")
+    lines.append("")
+    lines.append("gate: PASSED" if report.gate["passed"] else "gate: FAILED: " + "; ".join(report.gate["failures"]))
+    return "\n".join(lines)
+
+
+def format_markdown(report: EvalReport) -> str:
+    lines = [f"# travel-slm eval: {report.engine}", "", f"{report.n} turns.", "", "| metric | value | gate |",
+             "|---|---:|---|"]
+    for name in METRICS:
+        value = report.metrics[name]
+        target = GATE.get(name)
+        shown = "n/a" if value is None else f"{value:.4f}"
+        verdict = "" if target is None else ("pass" if value is not None and value >= target else f"**fail** (>= {target})")
+        lines.append(f"| {name} | {shown} | {verdict} |")
+    lines += ["", "| pass | p50 ms | p95 ms |", "|---|---:|---:|"]
+    for pass_name, figures in report.latency_ms.items():
+        lines.append(f"| {pass_name} | {figures['p50']} | {figures['p95']} |")
+    lines += ["", "**Gate: passed**" if report.gate["passed"] else "**Gate: failed**: " + "; ".join(report.gate["failures"])]
+    if report.problems:
+        lines += ["", "Corpus problems:", *[f"- `{p}`" for p in report.problems]]
+    return "\n".join(lines) + "\n"
+
+
+def _command(args: argparse.Namespace) -> int:
+    from server.config import ConfigFileError, load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except (ConfigFileError, ValueError) as exc:
+        print(f"travel-slm eval: {exc}", file=sys.stderr)
+        return 2
+    missing = [c for c in args.corpus if not Path(c).is_file()]
+    if missing:
+        print(f"travel-slm eval: corpus file not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    progress = not args.json and sys.stderr.isatty()
+    try:
+        report = asyncio.run(run_eval(args.engine, args.corpus, split=args.split, limit=args.limit,
+                                      settings=settings, progress=progress))
+    except Exception as exc:  # engine failed to start: one clear line, no traceback
+        print(f"travel-slm eval: engine {args.engine!r} could not run: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    for problem in report.problems:
+        print(f"travel-slm eval: skipped {problem}", file=sys.stderr)
+    if args.markdown:
+        Path(args.markdown).write_text(format_markdown(report), encoding="utf-8")
+    if args.json:
+        print(json.dumps(report.as_json()))
+    else:
+        print(format_table(report))
+    return 0 if report.gate["passed"] else 1
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="score an engine over labelled turns (metrics and gate of service.md section 7)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Exit status: 0 gate passed, 1 gate failed, 2 usage error or engine failure. "
+               "Bad corpus lines are reported on stderr with file:line and skipped.",
+    )
+    p.add_argument("--engine", required=True, choices=("deterministic", "slm", "openai"), help="engine to evaluate")
+    p.add_argument("--corpus", required=True, nargs="+", metavar="FILE", help="labelled .jsonl corpus files")
+    p.add_argument("--split", help="only records whose 'split' equals this value")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N records (after --split)")
+    p.add_argument("--config", metavar="FILE", help="settings file (.toml, .json, .yaml) for the engines")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table; no progress bar")
+    p.add_argument("--markdown", metavar="FILE", help="also write a Markdown report to FILE")
+    p.set_defaults(func=_command)

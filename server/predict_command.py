@@ -1,0 +1,105 @@
+"""``travel-slm predict``: one pass on one turn, JSON in on stdin, JSON out on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from contracts.turn import RenderRequest
+from contracts.validation import extract_errors
+
+DESCRIPTION = """Run one pass on one turn.
+
+stdin holds a turn (`{"event_type", "event_payload", "slot_state", ...}`), or for either pass a
+request object `{"turn": ..., "extraction"?: ..., "tool_summary"?: ...}`. The served output (after
+validation and, for model engines, fallback) is printed on stdout as one JSON line. Bad input prints
+one line on stderr and exits with status 2."""
+
+
+class InputError(ValueError):
+    pass
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+    return f"{loc}: {err['msg']}"
+
+
+def parse_input(raw: str, pass_name: str) -> RenderRequest:
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"stdin is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise InputError("stdin must hold a JSON object (a turn, or {turn, extraction?, tool_summary?})")
+    if not isinstance(data.get("turn"), dict):
+        data = {"turn": data}
+    elif pass_name == "extract":
+        data = {"turn": data["turn"]}
+    try:
+        request = RenderRequest.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(f"invalid input: {_first_error(exc)}") from None
+    if request.extraction is not None:
+        errors = extract_errors(request.extraction)
+        if errors:
+            raise InputError(f"invalid extraction: {errors[0]}")
+    return request
+
+
+async def predict(request: RenderRequest, pass_name: str, engine_name: str, settings: Any) -> dict[str, Any]:
+    from engines.fallback import PassRunner
+    from engines.registry import build_engine
+
+    engine = build_engine(engine_name, settings)
+    await engine.start()
+    try:
+        timeouts = {}
+        if engine_name in ("slm", "openai"):
+            section = settings.slm if engine_name == "slm" else settings.openai
+            timeouts = {(engine_name, p): section.timeout_ms(p) for p in ("extract", "render")}
+        runner = PassRunner({engine_name: engine}, timeouts_ms=timeouts)
+        turn = request.turn.engine_input()
+        if pass_name == "extract":
+            return (await runner.extract(turn, engine_name)).document
+        extraction = request.extraction
+        if extraction is None:
+            extraction = (await runner.extract(turn, engine_name)).document
+        summary = request.tool_summary.model_dump() if request.tool_summary is not None else None
+        return (await runner.render(turn, extraction, summary, engine_name)).document
+    finally:
+        await engine.aclose()
+
+
+def _command(args: argparse.Namespace) -> int:
+    from server.config import ConfigFileError, load_settings
+
+    try:
+        settings = load_settings(args.config)
+        request = parse_input(sys.stdin.read(), args.pass_name)
+    except (InputError, ConfigFileError) as exc:
+        print(f"travel-slm predict: {exc}", file=sys.stderr)
+        return 2
+    try:
+        document = asyncio.run(predict(request, args.pass_name, args.engine, settings))
+    except Exception as exc:
+        print(f"travel-slm predict: engine {args.engine!r} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(document, ensure_ascii=False))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("predict", help="run one pass on one turn read from stdin",
+                              description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pass", dest="pass_name", required=True, choices=("extract", "render"), help="which pass")
+    p.add_argument("--engine", default="deterministic", choices=("deterministic", "slm", "openai"),
+                   help="engine (default: deterministic)")
+    p.add_argument("--config", metavar="FILE", help="settings file (.toml, .json, .yaml)")
+    p.set_defaults(func=_command)
