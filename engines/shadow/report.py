@@ -1,0 +1,498 @@
+"""The shadow report (service.md section 5): agreement per field, pass and class, latency, fallbacks,
+drops, and the promotion gate. Output as a terminal table, JSON and a self-contained HTML page.
+
+Definitions (also in the README):
+
+- A *record* is one shadow run that finished (``compared`` or ``fell_back``); drops have no record
+  and are counted apart.
+- Agreement rates are over every record of a pass, fell-back ones included: a shadow run that
+  produced nothing disagrees on every field.
+- Schema validity is over the records whose shadow engine produced a document.
+- Each field is gated on the records of the pass that owns it: tool, intent, arg and slot on the
+  ``extract`` records (on the ``render`` records when the extract pass is not shadowed),
+  widget_type on the ``render`` records. Each target holds over all records and in every class,
+  every class of a shadowed pass needs ``min_turns_per_class`` records, and the shadow p95 of every
+  pass must be within the latency target.
+- Percentiles are nearest-rank (p50 is an observed value), like ``travel-slm eval``.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engines.agreement import EXTRACT_FIELDS, FIELDS, RENDER_FIELDS
+
+#: gate targets of service.md section 5 (value >= target)
+GATE_TARGETS: dict[str, float] = {
+    "tool_match": 0.98,
+    "render_intent_match": 0.98,
+    "arg_match": 0.97,
+    "slot_match": 0.97,
+    "widget_type_match": 0.98,
+}
+SCHEMA_TARGET = 1.0
+P95_TARGET_MS = 800.0
+PASSES = ("extract", "render")
+#: latency histogram edges (ms) of the HTML chart: log-spaced, 0.5 ms .. 30 s
+LATENCY_EDGES_MS: tuple[float, ...] = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 400, 800, 1600, 5000, 30000)
+
+
+class FieldRate(BaseModel):
+    match: int
+    total: int
+    rate: float | None
+
+
+class LatencySummary(BaseModel):
+    count: int
+    p50: float | None
+    p95: float | None
+
+
+class LatencyHistogram(BaseModel):
+    edges_ms: list[float]
+    live: list[int]
+    shadow: list[int]
+
+
+class PassSummary(BaseModel):
+    records: int
+    compared: int
+    fell_back: int
+    dropped: int
+    fallback_reasons: dict[str, int]
+    schema_valid: FieldRate
+    agreement: dict[str, FieldRate]
+    live_latency_ms: LatencySummary
+    shadow_latency_ms: LatencySummary
+    latency_histogram: LatencyHistogram
+
+
+class ClassSummary(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    pass_: str = Field(alias="pass")
+    class_: str = Field(alias="class")
+    records: int
+    agreement: dict[str, FieldRate]
+
+
+class GateCheck(BaseModel):
+    name: str
+    scope: str
+    value: float | None
+    target: float
+    passed: bool
+    detail: str
+
+
+class Gate(BaseModel):
+    passed: bool
+    reasons: list[str]
+    checks: list[GateCheck]
+    targets: dict[str, float]
+    min_turns_per_class: int
+    p95_target_ms: float
+
+
+class ShadowReport(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    kind: str = "shadow_report"
+    generated_at: str
+    store: str | None = None
+    since: str | None = None
+    records: int
+    drops: int
+    passes: dict[str, PassSummary]
+    classes: list[ClassSummary]
+    gate: Gate
+
+    def as_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+# -- small statistics ------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (``q`` in 0..100); ``None`` for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _rate(match: int, total: int) -> FieldRate:
+    return FieldRate(match=match, total=total, rate=None if total == 0 else match / total)
+
+
+def _latency(values: list[float]) -> LatencySummary:
+    return LatencySummary(count=len(values), p50=percentile(values, 50), p95=percentile(values, 95))
+
+
+def _histogram(values: list[float]) -> list[int]:
+    counts = [0] * (len(LATENCY_EDGES_MS) + 1)  # last bin: above the last edge
+    for v in values:
+        i = 0
+        while i < len(LATENCY_EDGES_MS) and v > LATENCY_EDGES_MS[i]:
+            i += 1
+        counts[i] += 1
+    return counts
+
+
+def _agreement(records: list[dict[str, Any]], fields: Iterable[str]) -> dict[str, FieldRate]:
+    out: dict[str, FieldRate] = {}
+    for field in fields:
+        values = [r["agreement"][field] for r in records
+                  if isinstance(r.get("agreement"), dict) and isinstance(r["agreement"].get(field), bool)]
+        if values:
+            out[field] = _rate(sum(values), len(values))
+    return out
+
+
+def parse_since(value: str | None, now: float | None = None) -> float | None:
+    """``24h``, ``7d``, ``30m``, ``90s`` (ago) or an ISO date/time -> epoch seconds."""
+    if value is None or value == "":
+        return None
+    now = time.time() if now is None else now
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", value)
+    if m:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+        return now - float(m.group(1)) * unit
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--since: expected e.g. 24h, 7d, 30m or an ISO date, got {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+# -- the report ------------------------------------------------------------------------------------
+
+
+def build_report(
+    records: Iterable[dict[str, Any]],
+    drops: dict[str, int] | None = None,
+    *,
+    min_turns_per_class: int = 500,
+    p95_target_ms: float = P95_TARGET_MS,
+    store: str | None = None,
+    since: float | None = None,
+) -> ShadowReport:
+    drops = drops or {}
+    by_pass: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for rec in records:
+        if isinstance(rec, dict) and rec.get("pass") in PASSES:
+            by_pass[rec["pass"]].append(rec)
+
+    passes: dict[str, PassSummary] = {}
+    for p in PASSES:
+        recs = by_pass.get(p, [])
+        if not recs and not drops.get(p):
+            continue
+        fields = EXTRACT_FIELDS if p == "extract" else FIELDS
+        with_doc = [r for r in recs if r.get("shadow_extract" if p == "extract" else "shadow_render") is not None]
+        live = [float(r["live_latency_ms"]) for r in recs if isinstance(r.get("live_latency_ms"), int | float)]
+        shadow = [float(r["shadow_latency_ms"]) for r in recs if isinstance(r.get("shadow_latency_ms"), int | float)]
+        passes[p] = PassSummary(
+            records=len(recs),
+            compared=sum(1 for r in recs if not r.get("fell_back")),
+            fell_back=sum(1 for r in recs if r.get("fell_back")),
+            dropped=int(drops.get(p, 0)),
+            fallback_reasons=dict(sorted(Counter(str(r.get("fallback_reason") or "unknown")
+                                                 for r in recs if r.get("fell_back")).items())),
+            schema_valid=_rate(sum(1 for r in with_doc if r.get("schema_valid") is True), len(with_doc)),
+            agreement=_agreement(recs, fields),
+            live_latency_ms=_latency(live),
+            shadow_latency_ms=_latency(shadow),
+            latency_histogram=LatencyHistogram(edges_ms=list(LATENCY_EDGES_MS), live=_histogram(live),
+                                               shadow=_histogram(shadow)),
+        )
+
+    classes: list[ClassSummary] = []
+    for p in PASSES:
+        per_class: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in by_pass.get(p, []):
+            per_class[str(r.get("class") or "unknown|none")].append(r)
+        for cls in sorted(per_class):
+            recs = per_class[cls]
+            classes.append(ClassSummary(pass_=p, class_=cls, records=len(recs),
+                                        agreement=_agreement(recs, EXTRACT_FIELDS if p == "extract" else FIELDS)))
+
+    gate = evaluate_gate(passes, classes, min_turns_per_class=min_turns_per_class, p95_target_ms=p95_target_ms)
+    return ShadowReport(
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        store=store,
+        since=None if since is None else datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds")
+        .replace("+00:00", "Z"),
+        records=sum(s.records for s in passes.values()),
+        drops=sum(s.dropped for s in passes.values()),
+        passes=passes,
+        classes=classes,
+        gate=gate,
+    )
+
+
+def field_owner(field: str, passes: dict[str, PassSummary]) -> str | None:
+    """The pass whose records gate ``field`` (None: no shadowed pass carries it)."""
+    if field in RENDER_FIELDS:
+        return "render" if passes.get("render") and passes["render"].records else None
+    for p in ("extract", "render"):
+        if passes.get(p) and passes[p].records:
+            return p
+    return None
+
+
+def evaluate_gate(
+    passes: dict[str, PassSummary],
+    classes: list[ClassSummary],
+    *,
+    min_turns_per_class: int = 500,
+    p95_target_ms: float = P95_TARGET_MS,
+) -> Gate:
+    checks: list[GateCheck] = []
+
+    def check(name: str, scope: str, value: float | None, target: float, passed: bool, detail: str) -> None:
+        checks.append(GateCheck(name=name, scope=scope, value=value, target=target, passed=passed, detail=detail))
+
+    if not any(s.records for s in passes.values()):
+        check("records", "all", 0.0, 1.0, False, "no shadow records")
+    for p, summary in passes.items():
+        if not summary.records:
+            check("records", p, 0.0, 1.0, False, f"{p}: no shadow records ({summary.dropped} dropped)")
+            continue
+        sv = summary.schema_valid
+        check("schema_validity", p, sv.rate, SCHEMA_TARGET, sv.rate is not None and sv.rate >= SCHEMA_TARGET,
+              f"{p}: schema validity {_pct(sv.rate)} ({sv.match}/{sv.total} shadow outputs), target 100%")
+        p95 = summary.shadow_latency_ms.p95
+        check("shadow_p95_ms", p, p95, p95_target_ms, p95 is not None and p95 <= p95_target_ms,
+              f"{p}: shadow p95 {_ms(p95)}, target <= {p95_target_ms:.0f} ms")
+        for c in classes:
+            if c.pass_ == p:
+                check("turns_per_class", f"{p}:{c.class_}", float(c.records), float(min_turns_per_class),
+                      c.records >= min_turns_per_class,
+                      f"{p}: class {c.class_} has {c.records} turns, needs >= {min_turns_per_class}")
+    for field, target in GATE_TARGETS.items():
+        owner = field_owner(field, passes)
+        if owner is None:
+            continue
+        overall = passes[owner].agreement.get(field)
+        if overall is not None:
+            check(field, owner, overall.rate, target, overall.rate is not None and overall.rate >= target,
+                  f"{owner}: {field} {_pct(overall.rate)} ({overall.match}/{overall.total}), target >= {target:.2f}")
+        for c in classes:
+            fr = c.agreement.get(field) if c.pass_ == owner else None
+            if fr is None:
+                continue
+            check(field, f"{owner}:{c.class_}", fr.rate, target, fr.rate is not None and fr.rate >= target,
+                  f"{owner}: {field} in class {c.class_} {_pct(fr.rate)} ({fr.match}/{fr.total}), "
+                  f"target >= {target:.2f}")
+    reasons = [c.detail for c in checks if not c.passed]
+    return Gate(passed=not reasons, reasons=reasons, checks=checks, targets=dict(GATE_TARGETS),
+                min_turns_per_class=min_turns_per_class, p95_target_ms=p95_target_ms)
+
+
+def report_from_store(url: str, *, since: float | None = None, min_turns_per_class: int = 500,
+                      p95_target_ms: float = P95_TARGET_MS) -> ShadowReport:
+    from engines.shadow.store import iter_records, read_drops
+
+    return build_report(iter_records(url, since), read_drops(url, since), min_turns_per_class=min_turns_per_class,
+                        p95_target_ms=p95_target_ms, store=url, since=since)
+
+
+# -- formatting ------------------------------------------------------------------------------------
+
+
+def _pct(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate * 100:.1f}%"
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} ms"
+
+
+def fmt_rate(fr: FieldRate | None) -> str:
+    """``match/total (pct)``: the one rendering of a rate used by the table, the HTML and the tests."""
+    return "-" if fr is None else f"{fr.match}/{fr.total} ({_pct(fr.rate)})"
+
+
+def format_table(report: ShadowReport) -> str:
+    lines: list[str] = []
+    head = f"shadow report: {report.records} records, {report.drops} dropped"
+    if report.store:
+        head += f", store {report.store}"
+    if report.since:
+        head += f", since {report.since}"
+    lines += [head, ""]
+    for p, s in report.passes.items():
+        lines.append(f"[{p}] records {s.records}  compared {s.compared}  fell back {s.fell_back}  "
+                     f"dropped {s.dropped}  schema valid {fmt_rate(s.schema_valid)}")
+        if s.fallback_reasons:
+            lines.append("  fallbacks: " + ", ".join(f"{k} {v}" for k, v in s.fallback_reasons.items()))
+        lines.append(f"  latency live   p50 {_ms(s.live_latency_ms.p50):>10}  p95 {_ms(s.live_latency_ms.p95):>10}")
+        lines.append(f"  latency shadow p50 {_ms(s.shadow_latency_ms.p50):>10}  "
+                     f"p95 {_ms(s.shadow_latency_ms.p95):>10}")
+        for field, fr in s.agreement.items():
+            lines.append(f"  {field:<22} {fmt_rate(fr)}")
+        lines.append("")
+    if report.classes:
+        fields = [f for f in FIELDS if any(f in c.agreement for c in report.classes)]
+        short = {f: f.removesuffix("_match") for f in fields}
+        width = max(len(c.class_) for c in report.classes)
+        lines.append("per class (agreement rate, records)")
+        lines.append(f"  {'pass':<8}{'class':<{width + 2}}{'n':>7}" + "".join(f"{short[f]:>15}" for f in fields))
+        for c in report.classes:
+            cells = "".join(f"{_pct(c.agreement[f].rate) if f in c.agreement else '-':>15}" for f in fields)
+            lines.append(f"  {c.pass_:<8}{c.class_:<{width + 2}}{c.records:>7}{cells}")
+        lines.append("")
+    lines.append(f"gate: {'PASS' if report.gate.passed else 'FAIL'}")
+    for reason in report.gate.reasons[:50]:
+        lines.append(f"  - {reason}")
+    if len(report.gate.reasons) > 50:
+        lines.append(f"  ... and {len(report.gate.reasons) - 50} more")
+    return "\n".join(lines)
+
+
+_COLORS = {"tool_match": "#4e79a7", "arg_match": "#f28e2b", "slot_match": "#e15759",
+           "render_intent_match": "#76b7b2", "widget_type_match": "#59a14f", "bot_message_match": "#b07aa1"}
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _class_chart(report: ShadowReport, pass_: str) -> str:
+    """Grouped horizontal bars: one row per class, one bar per agreement field."""
+    rows = [c for c in report.classes if c.pass_ == pass_]
+    if not rows:
+        return ""
+    fields = [f for f in FIELDS if any(f in c.agreement for c in rows)]
+    label_w, bar_w, bar_h = 330, 420, 7
+    row_h = bar_h * len(fields) + 8
+    height = row_h * len(rows) + 40
+    parts = [f'<svg class="chart" role="img" aria-label="agreement per class, {pass_}" width="{label_w + bar_w + 70}" '
+             f'height="{height}" viewBox="0 0 {label_w + bar_w + 70} {height}" xmlns="http://www.w3.org/2000/svg">']
+    for pos in (0.0, 0.5, 0.9, 1.0):
+        x = label_w + pos * bar_w
+        parts.append(f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{height - 30}" stroke="#ccc"/>'
+                     f'<text x="{x:.1f}" y="{height - 16}" font-size="10" text-anchor="middle">{pos * 100:.0f}%</text>')
+    for i, c in enumerate(rows):
+        y0 = i * row_h + 4
+        parts.append(f'<text x="{label_w - 6}" y="{y0 + row_h / 2:.1f}" font-size="11" text-anchor="end" '
+                     f'dominant-baseline="middle">{_e(c.class_)} (n={c.records})</text>')
+        for j, f in enumerate(fields):
+            fr = c.agreement.get(f)
+            if fr is None or fr.rate is None:
+                continue
+            w = fr.rate * bar_w
+            parts.append(f'<rect x="{label_w}" y="{y0 + j * bar_h}" width="{w:.1f}" height="{bar_h - 1}" '
+                         f'fill="{_COLORS[f]}"><title>{_e(c.class_)} {f}: {_e(fmt_rate(fr))}</title></rect>')
+    parts.append("</svg>")
+    legend = "".join(f'<span class="key"><i style="background:{_COLORS[f]}"></i>{f}</span>' for f in fields)
+    return f'<div class="legend">{legend}</div>' + "".join(parts)
+
+
+def _latency_chart(summary: PassSummary, pass_: str) -> str:
+    h = summary.latency_histogram
+    bins = len(h.live)
+    labels = [f"<={e:g}" for e in h.edges_ms] + [f">{h.edges_ms[-1]:g}"]
+    peak = max([*h.live, *h.shadow, 1])
+    col_w, plot_h, left, top = 46, 160, 40, 10
+    width, height = left + col_w * bins + 10, top + plot_h + 50
+    parts = [f'<svg class="chart" role="img" aria-label="latency distribution, {pass_}" width="{width}" '
+             f'height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
+             f'<line x1="{left}" y1="{top + plot_h}" x2="{width - 10}" y2="{top + plot_h}" stroke="#888"/>',
+             f'<text x="4" y="{top + 8}" font-size="10">{peak}</text>']
+    for i in range(bins):
+        x = left + i * col_w
+        for k, (series, color) in enumerate(((h.live, "#4e79a7"), (h.shadow, "#f28e2b"))):
+            v = series[i]
+            bh = plot_h * v / peak
+            parts.append(f'<rect x="{x + 4 + k * 19}" y="{top + plot_h - bh:.1f}" width="18" height="{bh:.1f}" '
+                         f'fill="{color}"><title>{"live" if k == 0 else "shadow"} {labels[i]} ms: {v}</title></rect>')
+        parts.append(f'<text x="{x + col_w / 2:.1f}" y="{top + plot_h + 14}" font-size="9" '
+                     f'text-anchor="middle">{_e(labels[i])}</text>')
+    parts.append(f'<text x="{left}" y="{height - 8}" font-size="10">latency (ms): '
+                 f'<tspan fill="#4e79a7">live</tspan> / <tspan fill="#f28e2b">shadow</tspan></text></svg>')
+    return "".join(parts)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1200px}
+h1{font-size:22px}h2{font-size:18px;margin-top:28px}table{border-collapse:collapse;margin:8px 0}
+td,th{border:1px solid #ddd;padding:3px 8px;font-size:13px;text-align:right}th{background:#f4f4f4}
+td.l,th.l{text-align:left}.pass{color:#1a7f37;font-weight:bold}.fail{color:#c62828;font-weight:bold}
+.legend{font-size:12px;margin:4px 0}.key{margin-right:12px}.key i{display:inline-block;width:10px;height:10px;
+margin-right:4px}ul.reasons li{font-size:13px}.chart{display:block;margin:8px 0}
+"""
+
+
+def format_html(report: ShadowReport) -> str:
+    """A self-contained page (inline CSS and SVG, no script, no external asset)."""
+    r = report
+    out: list[str] = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+                      "<title>travel-slm shadow report</title>", f"<style>{_CSS}</style></head><body>",
+                      "<h1>travel-slm shadow report</h1>",
+                      f'<p>Generated {_e(r.generated_at)}; store {_e(r.store or "-")}; since {_e(r.since or "the start")}. '
+                      f'Records <b data-key="records">{r.records}</b>, dropped <b data-key="drops">{r.drops}</b>.</p>']
+    verdict = "PASS" if r.gate.passed else "FAIL"
+    out.append(f'<h2>Gate: <span data-key="gate.passed" class="{verdict.lower()}">{verdict}</span></h2>')
+    if r.gate.reasons:
+        shown = r.gate.reasons[:100]
+        out.append('<ul class="reasons">' + "".join(f"<li>{_e(x)}</li>" for x in shown) + "</ul>")
+        if len(r.gate.reasons) > len(shown):
+            out.append(f"<p>... and {len(r.gate.reasons) - len(shown)} more failing checks.</p>")
+    out.append("<h2>Per pass</h2><table><tr><th class=l>pass</th><th>records</th><th>compared</th><th>fell back</th>"
+               "<th>dropped</th><th>schema valid</th><th>live p50</th><th>live p95</th><th>shadow p50</th>"
+               "<th>shadow p95</th><th class=l>fallbacks</th></tr>")
+    for p, s in r.passes.items():
+        fb = ", ".join(f"{k} {v}" for k, v in s.fallback_reasons.items()) or "-"
+        out.append(
+            f'<tr><td class=l>{p}</td><td data-key="passes.{p}.records">{s.records}</td>'
+            f'<td data-key="passes.{p}.compared">{s.compared}</td><td data-key="passes.{p}.fell_back">{s.fell_back}</td>'
+            f'<td data-key="passes.{p}.dropped">{s.dropped}</td>'
+            f'<td data-key="passes.{p}.schema_valid">{_e(fmt_rate(s.schema_valid))}</td>'
+            f'<td data-key="passes.{p}.live_latency_ms.p50">{_ms(s.live_latency_ms.p50)}</td>'
+            f'<td data-key="passes.{p}.live_latency_ms.p95">{_ms(s.live_latency_ms.p95)}</td>'
+            f'<td data-key="passes.{p}.shadow_latency_ms.p50">{_ms(s.shadow_latency_ms.p50)}</td>'
+            f'<td data-key="passes.{p}.shadow_latency_ms.p95">{_ms(s.shadow_latency_ms.p95)}</td>'
+            f"<td class=l>{_e(fb)}</td></tr>")
+    out.append("</table><h2>Agreement per field</h2><table><tr><th class=l>field</th>"
+               + "".join(f"<th>{p}</th>" for p in r.passes) + "</tr>")
+    for f in FIELDS:
+        if not any(f in s.agreement for s in r.passes.values()):
+            continue
+        cells = "".join(f'<td data-key="passes.{p}.agreement.{f}">{_e(fmt_rate(s.agreement.get(f)))}</td>'
+                        for p, s in r.passes.items())
+        out.append(f"<tr><td class=l>{f}</td>{cells}</tr>")
+    out.append("</table>")
+    for p, s in r.passes.items():
+        out.append(f"<h2>Latency distribution: {p}</h2>" + _latency_chart(s, p))
+    for p in r.passes:
+        rows = [c for c in r.classes if c.pass_ == p]
+        if not rows:
+            continue
+        fields = [f for f in FIELDS if any(f in c.agreement for c in rows)]
+        out.append(f"<h2>Agreement per class: {p}</h2>" + _class_chart(r, p))
+        out.append("<table><tr><th class=l>class</th><th>records</th>" + "".join(f"<th>{f}</th>" for f in fields)
+                   + "</tr>")
+        for c in rows:
+            cells = "".join(f'<td data-key="classes.{p}.{_e(c.class_)}.{f}">{_e(fmt_rate(c.agreement.get(f)))}</td>'
+                            for f in fields)
+            out.append(f'<tr><td class=l>{_e(c.class_)}</td><td data-key="classes.{p}.{_e(c.class_)}.records">'
+                       f"{c.records}</td>{cells}</tr>")
+        out.append("</table>")
+    out.append("</body></html>")
+    return "\n".join(out)

@@ -1,0 +1,357 @@
+"""Shadow execution (service.md section 5): run a candidate engine beside the live one, compare, store.
+
+The app calls :meth:`ShadowRunner.submit` after a live pass has been answered. ``submit`` is
+synchronous, cheap and never raises: it samples, enforces the in-flight limit (beyond
+``max_inflight`` the run is dropped and counted; nothing is ever queued without bound) and starts a
+task. The task runs the shadow engine under its own timeout (a slower run is recorded as
+``fell_back``), renders from the shadow engine's *own* extraction, compares with the functions of
+:mod:`engines.agreement` (the same ones ``travel-slm eval`` uses), and hands the record to the
+store, whose writer thread redacts and writes it. Nothing here can change, delay or fail a live
+response: the live document was already sent, and every failure of the shadow side ends up in a
+record, a metric and a log line.
+
+Shadow passes go through a private :class:`~engines.fallback.PassRunner` over the same engine
+objects but without the live observers, so shadow traffic never shows up in the live request
+metrics, and with circuit breakers of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import random
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from contracts.validation import extract_problem, render_problem
+from engines.agreement import extract_agreement, render_agreement, turn_class, widget_types
+from engines.base import Engine
+from engines.fallback import PassRunner, Served
+from engines.shadow.redact import redact_record
+from engines.shadow.store import ShadowStore
+from server.config import Settings, ShadowSettings
+
+log = logging.getLogger("travel_slm.shadow")
+
+RECORD_KIND = "slm_shadow_comparison"
+ERROR_MAX = 300
+
+
+class ShadowMetrics(Protocol):
+    def shadow_run(self, pass_: str, outcome: str) -> None: ...
+    def shadow_agreement(self, pass_: str, field: str, match: bool) -> None: ...
+    def shadow_duration(self, pass_: str, engine: str, seconds: float) -> None: ...
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _short(text: str | None) -> str | None:
+    return None if text is None else text[:ERROR_MAX]
+
+
+class ShadowRunner:
+    """Runs the shadow engine for sampled live passes and stores comparison records."""
+
+    def __init__(self, settings: Settings | ShadowSettings, runner: PassRunner, metrics: Any = None,
+                 *, store: ShadowStore | None = None, rng: random.Random | None = None) -> None:
+        self.full_settings: Settings | None = settings if isinstance(settings, Settings) else None
+        self.settings: ShadowSettings = settings.shadow if isinstance(settings, Settings) else settings
+        self.live_runner = runner
+        self.metrics = metrics
+        self.engine_name: str = self.settings.engine
+        self.store = store or ShadowStore(
+            self.settings.store,
+            retention_days=self.settings.retention_days,
+            retention_max_rows=self.settings.retention_max_rows,
+            redactor=redact_record,
+        )
+        self._rng = rng or random.Random()
+        self._passes: PassRunner | None = None
+        self._owned_engine: Engine | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._accepting = False
+        self.counts: dict[str, int] = {
+            "submitted": 0, "sampled_out": 0, "dropped": 0, "started": 0, "compared": 0, "fell_back": 0,
+            "internal_errors": 0,
+        }
+        self.max_inflight_seen = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store and make sure the shadow engine exists (building it when the app did not)."""
+        self._loop = asyncio.get_running_loop()
+        engines = dict(self.live_runner.engines)
+        if self.engine_name not in engines and self.full_settings is not None:
+            from engines.registry import build_engine
+
+            try:
+                engine = build_engine(self.engine_name, self.full_settings)
+                await engine.start()
+                engines[self.engine_name] = engine
+                self._owned_engine = engine
+            except Exception as exc:  # shadow runs will record fell_back/unavailable
+                log.error("shadow engine could not be started",
+                          extra={"engine": self.engine_name, "error": f"{type(exc).__name__}: {exc}"[:ERROR_MAX]})
+        fb = self.full_settings.fallback if self.full_settings is not None else None
+        self._passes = PassRunner(
+            engines,
+            failure_threshold=fb.failure_threshold if fb else 3,
+            cooldown_s=fb.cooldown_s if fb else 5.0,
+        )
+        await asyncio.to_thread(self.store.start)
+        self._accepting = True
+        log.info("shadow mode on", extra={"engine": self.engine_name, "passes": list(self.settings.passes),
+                                          "sample_rate": self.settings.sample_rate,
+                                          "max_inflight": self.settings.max_inflight})
+
+    async def close(self, grace_s: float | None = None) -> None:
+        """Stop accepting, let in-flight runs finish (each is bounded by its timeout), flush the store."""
+        self._accepting = False
+        if grace_s is None:
+            grace_s = 2 * self.settings.timeout_ms / 1000.0 + 2.0
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            _done, still = await asyncio.wait(pending, timeout=grace_s)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.gather(*still, return_exceptions=True)
+        await asyncio.to_thread(self.store.close)
+        if self._owned_engine is not None:
+            try:
+                await self._owned_engine.aclose()
+            except Exception:
+                log.exception("shadow engine close failed")
+        log.info("shadow mode off", extra=dict(self.counts))
+
+    @property
+    def inflight(self) -> int:
+        return len(self._tasks)
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.counts, "inflight": self.inflight, "max_inflight": self.settings.max_inflight,
+                "max_inflight_seen": self.max_inflight_seen, "store_pending": self.store.pending,
+                "store_written": self.store.written, "store_overflowed": self.store.overflowed,
+                "engine": self.engine_name, "passes": list(self.settings.passes),
+                "sample_rate": self.settings.sample_rate}
+
+    async def flush(self, timeout: float = 10.0) -> bool:
+        """Wait for in-flight runs, then for the store to commit what they produced (tests, report)."""
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        return await asyncio.to_thread(self.store.flush, timeout)
+
+    # -- submit: the only call on the live side ----------------------------------------------------
+
+    def submit(
+        self,
+        pass_name: str,
+        request_id: str | None,
+        turn: dict[str, Any],
+        live_served: Served,
+        live_extraction: dict[str, Any] | None = None,
+        tool_summary: dict[str, Any] | None = None,
+    ) -> bool:
+        """Maybe start a shadow run of ``pass_name`` for an answered live pass. Never blocks, never raises.
+
+        Returns whether a shadow run was started.
+        """
+        try:
+            if not self._accepting or pass_name not in self.settings.passes:
+                return False
+            self.counts["submitted"] += 1
+            rate = self.settings.sample_rate
+            if rate < 1.0 and self._rng.random() >= rate:
+                self.counts["sampled_out"] += 1
+                return False
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            args = (pass_name, request_id or uuid.uuid4().hex, turn, live_served, live_extraction, tool_summary)
+            if running is self._loop:
+                return self._spawn(*args)
+            if self._loop is None or self._loop.is_closed():
+                return False
+            self._loop.call_soon_threadsafe(self._spawn_quietly, *args)  # from a worker thread
+            return True
+        except Exception:
+            self.counts["internal_errors"] += 1
+            log.exception("shadow submit failed")
+            return False
+
+    def _spawn_quietly(self, *args: Any) -> None:
+        try:
+            self._spawn(*args)
+        except Exception:
+            self.counts["internal_errors"] += 1
+            log.exception("shadow spawn failed")
+
+    def _spawn(self, pass_name: str, request_id: str, turn: dict[str, Any], live_served: Served,
+               live_extraction: dict[str, Any] | None, tool_summary: dict[str, Any] | None) -> bool:
+        if len(self._tasks) >= self.settings.max_inflight:
+            self.counts["dropped"] += 1
+            self._metric("shadow_run", pass_name, "dropped")
+            self.store.record_drop(pass_name)
+            return False
+        snapshot = {
+            "turn": copy.deepcopy(turn),
+            "live_document": copy.deepcopy(live_served.document),
+            "live_extraction": copy.deepcopy(live_extraction),
+            "tool_summary": copy.deepcopy(tool_summary),
+            "live_engine": live_served.engine,
+            "live_latency_ms": live_served.latency_ms,
+            "live_fallback_used": live_served.fallback_used,
+        }
+        task = asyncio.get_running_loop().create_task(self._run(pass_name, request_id, snapshot),
+                                                      name=f"shadow-{pass_name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self.counts["started"] += 1
+        self.max_inflight_seen = max(self.max_inflight_seen, len(self._tasks))
+        return True
+
+    # -- the shadow run ------------------------------------------------------------------------------
+
+    async def _pass(self, pass_name: str, turn: dict[str, Any], extraction: dict[str, Any] | None,
+                    tool_summary: dict[str, Any] | None) -> Served:
+        assert self._passes is not None
+        call = (self._passes.extract(turn, self.engine_name) if pass_name == "extract"
+                else self._passes.render(turn, extraction or {}, tool_summary, self.engine_name))
+        try:
+            return await asyncio.wait_for(call, self.settings.timeout_ms / 1000.0)
+        except TimeoutError:
+            raise _Timeout(f"shadow {self.engine_name} {pass_name} exceeded {self.settings.timeout_ms} ms") from None
+
+    async def _run(self, pass_name: str, request_id: str, snap: dict[str, Any]) -> None:
+        await asyncio.sleep(0)  # let the live side finish whatever it is doing first
+        turn: dict[str, Any] = snap["turn"]
+        live_doc = snap["live_document"]
+        live_extract = live_doc if pass_name == "extract" else snap["live_extraction"]
+        live_render = live_doc if pass_name == "render" else None
+
+        shadow_extract: Any = None
+        shadow_render: Any = None
+        shadow_extract_fell_back: bool | None = None
+        fell_back = False
+        reason: str | None = None
+        error: str | None = None
+        started = time.perf_counter()
+        pass_started = started
+        try:
+            try:
+                ex = await self._pass("extract", turn, None, None)
+                shadow_extract = ex.engine_document
+                shadow_extract_fell_back = ex.fallback_used
+                if pass_name == "extract":
+                    fell_back, reason, error = ex.fallback_used, ex.fallback_reason, ex.error
+                elif ex.fallback_used:
+                    error = f"shadow extract fell back ({ex.fallback_reason}): {ex.error or ''}"
+                if pass_name == "render":
+                    # the shadow render renders from the shadow engine's own extraction (the served one:
+                    # after a shadow extract fallback that is what the pipeline would have rendered from)
+                    pass_started = time.perf_counter()
+                    rd = await self._pass("render", turn, ex.document, snap["tool_summary"])
+                    shadow_render = rd.engine_document
+                    fell_back, reason = rd.fallback_used, rd.fallback_reason
+                    if rd.fallback_used:
+                        error = rd.error
+            except _Timeout as exc:
+                fell_back, reason, error = True, "timeout", str(exc)
+                if pass_name == "render" and shadow_extract_fell_back is None:
+                    shadow_extract_fell_back = True
+        except asyncio.CancelledError:
+            fell_back, reason, error = True, "cancelled", "shadow run cancelled at shutdown"
+        except Exception as exc:  # a crashing engine (or anything else): recorded, never raised
+            fell_back, reason, error = True, "error", f"{type(exc).__name__}: {exc}"
+        shadow_seconds = time.perf_counter() - pass_started
+
+        try:
+            record = self._record(pass_name, request_id, snap, turn, live_extract, live_render, shadow_extract,
+                                  shadow_render, shadow_extract_fell_back, fell_back, reason, error,
+                                  shadow_seconds, time.perf_counter() - started)
+        except Exception:
+            self.counts["internal_errors"] += 1
+            log.exception("shadow record could not be built")
+            return
+        outcome = "fell_back" if fell_back else "compared"
+        self.counts[outcome] += 1
+        self._metric("shadow_run", pass_name, outcome)
+        self._metric("shadow_duration", pass_name, self.engine_name, shadow_seconds)
+        for field, match in record["agreement"].items():
+            self._metric("shadow_agreement", pass_name, field, match)
+        if fell_back:
+            log.info("shadow run fell back", extra={"pass": pass_name, "engine": self.engine_name,
+                                                    "reason": reason, "request_id": request_id})
+        self.store.append(record)
+
+    def _record(self, pass_name: str, request_id: str, snap: dict[str, Any], turn: dict[str, Any],
+                live_extract: Any, live_render: Any, shadow_extract: Any, shadow_render: Any,
+                shadow_extract_fell_back: bool | None, fell_back: bool, reason: str | None, error: str | None,
+                shadow_seconds: float, total_seconds: float) -> dict[str, Any]:
+        # agreement: the live (served) answer against what the shadow engine itself produced; a shadow
+        # run that produced nothing (timeout, error) disagrees on every field.
+        agreement: dict[str, bool] = {}
+        if shadow_extract is None:
+            agreement.update(dict.fromkeys(extract_agreement({}, {}), False))
+        else:
+            agreement.update(extract_agreement(live_extract, shadow_extract))
+        if pass_name == "render":
+            if shadow_render is None:
+                agreement.update(dict.fromkeys(render_agreement({}, {}), False))
+            else:
+                agreement.update(render_agreement(live_render, shadow_render))
+            own = shadow_render
+            schema_valid = own is not None and render_problem(own) is None
+        else:
+            own = shadow_extract
+            schema_valid = own is not None and extract_problem(own) is None
+        return {
+            "kind": RECORD_KIND,
+            "ts": _now_iso(),
+            "request_id": request_id,
+            "pass": pass_name,
+            "live_engine": snap["live_engine"],
+            "shadow_engine": self.engine_name,
+            "turn": {"event_type": turn.get("event_type", "user_message"),
+                     "event_payload": turn.get("event_payload", {}),
+                     "slot_state": turn.get("slot_state", {})},
+            "live_extract": live_extract,
+            "live_render": live_render,
+            "shadow_extract": shadow_extract,
+            "shadow_render": shadow_render,
+            "chosen": "live",
+            "agreement": agreement,
+            "schema_valid": schema_valid,
+            "live_latency_ms": snap["live_latency_ms"],
+            "shadow_latency_ms": round(shadow_seconds * 1000.0, 1),
+            "shadow_total_ms": round(total_seconds * 1000.0, 1),
+            "fell_back": fell_back,
+            "fallback_reason": reason if fell_back else None,
+            "shadow_extract_fell_back": shadow_extract_fell_back if pass_name == "render" else None,
+            "live_fallback_used": snap["live_fallback_used"],
+            "error": _short(error),
+            "live_widget_types": widget_types(live_render) if pass_name == "render" else None,
+            "shadow_widget_types": widget_types(shadow_render) if pass_name == "render" else None,
+            "class": turn_class(live_extract) if isinstance(live_extract, dict) else "unknown|none",
+        }
+
+    def _metric(self, name: str, *args: Any) -> None:
+        if self.metrics is None:
+            return
+        try:
+            getattr(self.metrics, name)(*args)
+        except Exception:
+            log.debug("shadow metric %s failed", name, exc_info=True)
