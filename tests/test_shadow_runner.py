@@ -1,0 +1,336 @@
+"""ShadowRunner against real engines, the real PassRunner and a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contracts.turn import Turn
+from engines.agreement import FIELDS, turn_class
+from engines.base import Engine
+from engines.deterministic.engine import DeterministicEngine
+from engines.fallback import PassRunner, Served
+from engines.shadow.runner import RECORD_KIND, ShadowRunner
+from engines.shadow.store import read_store
+from server.config import Settings, ShadowSettings
+from tests.reference import all_records, require_reference
+from tests.test_shadow_engines import CrashingEngine, FailingEngine, GatedEngine, SleepyEngine
+
+RECORD_FIELDS = {
+    "kind", "ts", "request_id", "pass", "live_engine", "shadow_engine", "turn", "live_extract", "live_render",
+    "shadow_extract", "shadow_render", "chosen", "agreement", "schema_valid", "live_latency_ms",
+    "shadow_latency_ms", "fell_back", "error", "live_widget_types", "shadow_widget_types", "class",
+}
+
+
+class RecordingMetrics:
+    """The three shadow methods of server.metrics.Metrics, counted."""
+
+    def __init__(self) -> None:
+        self.runs: Counter[tuple[str, str]] = Counter()
+        self.agreement: Counter[tuple[str, str, bool]] = Counter()
+        self.durations: list[tuple[str, str, float]] = []
+
+    def shadow_run(self, pass_: str, outcome: str) -> None:
+        self.runs[(pass_, outcome)] += 1
+
+    def shadow_agreement(self, pass_: str, field: str, match: bool) -> None:
+        self.agreement[(pass_, field, match)] += 1
+
+    def shadow_duration(self, pass_: str, engine: str, seconds: float) -> None:
+        self.durations.append((pass_, engine, seconds))
+
+
+def _turns(n: int) -> list[dict[str, Any]]:
+    require_reference()
+    records = all_records()
+    step = max(1, len(records) // n)
+    return [Turn.model_validate(r["input"]).engine_input() for r in records[::step][:n]]
+
+
+def _settings(tmp_path: Path, **kw: Any) -> ShadowSettings:
+    base: dict[str, Any] = {"enabled": True, "engine": "slm", "store": f"sqlite:///{tmp_path}/shadow.db",
+                            "timeout_ms": 60_000, "max_inflight": 1000}
+    base.update(kw)
+    return ShadowSettings(**base)
+
+
+async def _serve(runner: PassRunner, shadow: ShadowRunner | None, turn: dict[str, Any], i: int
+                 ) -> tuple[Served, Served]:
+    """What the app does for one planner turn: a live extract and a live render, each then shadowed."""
+    ex = await runner.extract(turn, "deterministic")
+    if shadow is not None:
+        shadow.submit("extract", f"ex-{i}", turn, ex)
+    rd = await runner.render(turn, ex.document, None, "deterministic")
+    if shadow is not None:
+        shadow.submit("render", f"rd-{i}", turn, rd, ex.document)
+    return ex, rd
+
+
+def _visible(served: Served) -> dict[str, Any]:
+    return {"document": served.document, "contract": served.llm_contract(), "schema_valid": served.schema_valid}
+
+
+async def test_deterministic_shadow_agrees_on_every_field_over_200_reference_turns(tmp_path: Path) -> None:
+    turns = _turns(200)
+    metrics = RecordingMetrics()
+    runner = PassRunner({})
+    shadow = ShadowRunner(_settings(tmp_path, engine="deterministic"), runner, metrics)
+    await shadow.start()
+    expected_class = {}
+    for i, turn in enumerate(turns):
+        ex, _ = await _serve(runner, shadow, turn, i)
+        expected_class[f"ex-{i}"] = expected_class[f"rd-{i}"] = turn_class(ex.document)
+    await shadow.close()
+    records = read_store(shadow.settings.store).records
+    assert len(records) == 2 * len(turns) == 400
+    assert Counter(r["pass"] for r in records) == {"extract": 200, "render": 200}
+    for rec in records:
+        assert set(rec) >= RECORD_FIELDS
+        assert rec["kind"] == RECORD_KIND and rec["chosen"] == "live" and rec["fell_back"] is False
+        assert rec["schema_valid"] is True and rec["error"] is None
+        assert rec["class"] == expected_class[rec["request_id"]]
+        expected_fields = FIELDS if rec["pass"] == "render" else FIELDS[:4]
+        assert set(rec["agreement"]) == set(expected_fields)
+        assert all(rec["agreement"].values()), rec["request_id"]
+        if rec["pass"] == "render":
+            assert rec["live_widget_types"] == rec["shadow_widget_types"] and rec["live_widget_types"]
+            assert rec["live_extract"] == rec["shadow_extract"]
+    assert metrics.runs == {("extract", "compared"): 200, ("render", "compared"): 200}
+    assert sum(metrics.agreement.values()) == 200 * 4 + 200 * 6
+    assert not any(match is False for (_, _, match) in metrics.agreement)
+    assert len(metrics.durations) == 400 and {e for _, e, _ in metrics.durations} == {"deterministic"}
+
+
+@pytest.mark.parametrize("kind", ["slow", "failing", "crashing"])
+async def test_live_answers_do_not_change_or_wait_for_a_bad_shadow(tmp_path: Path, kind: str) -> None:
+    turns = _turns(40)
+    baseline_runner = PassRunner({})
+    baseline = [await _serve(baseline_runner, None, t, i) for i, t in enumerate(turns)]
+
+    engine: Engine = {"slow": GatedEngine, "failing": FailingEngine, "crashing": CrashingEngine}[kind]()
+    runner = PassRunner({"slm": engine})
+    metrics = RecordingMetrics()
+    # a high breaker threshold keeps every run on the engine, so each record shows its own failure
+    settings = Settings(shadow=_settings(tmp_path), fallback={"failure_threshold": 10_000})
+    shadow = ShadowRunner(settings, runner, metrics)
+    await shadow.start()
+    served = [await _serve(runner, shadow, t, i) for i, t in enumerate(turns)]
+    for (b_ex, b_rd), (s_ex, s_rd) in zip(baseline, served, strict=True):
+        assert _visible(b_ex) == _visible(s_ex) and _visible(b_rd) == _visible(s_rd)
+
+    if kind == "slow":
+        # every live answer is out while every shadow run is still waiting on its gate
+        await asyncio.sleep(0.05)
+        assert isinstance(engine, GatedEngine) and engine.calls == 2 * len(turns)
+        assert shadow.inflight == 2 * len(turns) and shadow.store.written == 0
+        engine.gate.set()
+    await shadow.close()
+    records = read_store(shadow.settings.store).records
+    assert len(records) == 2 * len(turns)
+    if kind == "slow":
+        assert all(all(r["agreement"].values()) and not r["fell_back"] for r in records)
+        return
+    assert all(r["fell_back"] for r in records)
+    assert metrics.runs == {("extract", "fell_back"): len(turns), ("render", "fell_back"): len(turns)}
+    ex_records = [r for r in records if r["pass"] == "extract"]
+    rd_records = [r for r in records if r["pass"] == "render"]
+    assert all(r["shadow_extract"] is None and not any(r["agreement"].values()) for r in ex_records)
+    assert all(r["schema_valid"] is False for r in records)
+    reasons = Counter((r["pass"], r["fallback_reason"]) for r in records)
+    if kind == "failing":
+        assert reasons == {("extract", "invalid_json"): len(turns), ("render", "schema_invalid"): len(turns)}
+        assert all(r["shadow_render"] == {"bot_message": 42, "widgets": "none"} for r in rd_records)
+    else:
+        assert reasons == {("extract", "error"): len(turns), ("render", "error"): len(turns)}
+        # the crash in tool_summary escapes the pass runner: the shadow runner's guard records it
+        assert all("tool_summary" in r["error"] and len(r["error"]) <= 300 for r in rd_records)
+
+
+async def test_the_shadow_circuit_breaker_skips_a_failing_engine(tmp_path: Path) -> None:
+    runner = PassRunner({"slm": FailingEngine()})
+    shadow = ShadowRunner(_settings(tmp_path, passes=["extract"]), runner, None)  # default: 3 failures, 5 s
+    await shadow.start()
+    turn = _turns(1)[0]
+    live = await runner.extract(turn, "deterministic")
+    for i in range(6):
+        shadow.submit("extract", f"r{i}", turn, live)
+        await shadow.flush()  # one after the other: the breaker sees consecutive failures
+    await shadow.close()
+    reasons = [r["fallback_reason"] for r in read_store(shadow.settings.store).records]
+    assert reasons == ["invalid_json"] * 3 + ["circuit_open"] * 3
+
+
+async def test_a_slower_shadow_run_is_recorded_as_fell_back(tmp_path: Path) -> None:
+    runner = PassRunner({"slm": SleepyEngine()})
+    metrics = RecordingMetrics()
+    shadow = ShadowRunner(_settings(tmp_path, timeout_ms=30), runner, metrics)
+    await shadow.start()
+    for i, turn in enumerate(_turns(5)):
+        await _serve(runner, shadow, turn, i)
+    await shadow.close()
+    records = read_store(shadow.settings.store).records
+    assert len(records) == 10
+    assert {(r["pass"], r["fallback_reason"]) for r in records} == {("extract", "timeout"), ("render", "timeout")}
+    assert all("exceeded 30 ms" in r["error"] for r in records)
+    assert metrics.runs == {("extract", "fell_back"): 5, ("render", "fell_back"): 5}
+
+
+async def test_saturation_drops_and_counts_without_queueing(tmp_path: Path) -> None:
+    engine = GatedEngine()
+    runner = PassRunner({"slm": engine})
+    metrics = RecordingMetrics()
+    shadow = ShadowRunner(_settings(tmp_path, max_inflight=4), runner, metrics)
+    await shadow.start()
+    turn = _turns(1)[0]
+    live = await runner.extract(turn, "deterministic")
+
+    async def request(i: int) -> Served:  # 64 concurrent live requests, each shadowed
+        served = await runner.extract(turn, "deterministic")
+        assert shadow.submit("extract", f"r{i}", turn, served) in (True, False)
+        assert shadow.inflight <= 4
+        return served
+
+    answers = await asyncio.gather(*(request(i) for i in range(64)))
+    assert all(a.document == live.document and not a.fallback_used for a in answers)
+    assert shadow.inflight == 4 and shadow.max_inflight_seen == 4
+    assert shadow.counts["started"] == 4 and shadow.counts["dropped"] == 60
+    assert metrics.runs[("extract", "dropped")] == 60
+    # still bounded under more pressure
+    for i in range(500):
+        shadow.submit("extract", f"more{i}", turn, live)
+    assert shadow.inflight == 4 and shadow.counts["dropped"] == 560
+    engine.gate.set()
+    await shadow.close()
+    contents = read_store(shadow.settings.store)
+    assert len(contents.records) == 4 and contents.drops == {"extract": 560}
+    assert metrics.runs == {("extract", "dropped"): 560, ("extract", "compared"): 4}
+
+
+async def test_sampling_follows_the_rate(tmp_path: Path) -> None:
+    runner = PassRunner({})
+    shadow = ShadowRunner(_settings(tmp_path, engine="deterministic", sample_rate=0.25), runner, None,
+                          rng=random.Random(7))
+    await shadow.start()
+    turn = _turns(1)[0]
+    live = await runner.extract(turn, "deterministic")
+    started = [shadow.submit("extract", f"r{i}", turn, live) for i in range(400)]
+    draws = random.Random(7)
+    assert started == [draws.random() < 0.25 for _ in range(400)]
+    await shadow.close()
+    assert len(read_store(shadow.settings.store).records) == sum(started)
+    assert shadow.counts["sampled_out"] == 400 - sum(started)
+
+
+async def test_only_configured_passes_are_shadowed(tmp_path: Path) -> None:
+    runner = PassRunner({})
+    shadow = ShadowRunner(_settings(tmp_path, engine="deterministic", passes="render"), runner, None)
+    await shadow.start()
+    for i, turn in enumerate(_turns(10)):
+        await _serve(runner, shadow, turn, i)
+    await shadow.close()
+    assert {r["pass"] for r in read_store(shadow.settings.store).records} == {"render"}
+
+
+async def test_shadow_render_uses_the_shadow_engines_own_extraction(tmp_path: Path) -> None:
+    engine = GatedEngine(wrong=True)
+    engine.gate.set()
+    runner = PassRunner({"slm": engine})
+    shadow = ShadowRunner(_settings(tmp_path, passes=["render"]), runner, None)
+    assert engine.gate.is_set()
+    await shadow.start()
+    turn = {"event_type": "user_message", "event_payload": {"text": "flights to Paris"}, "slot_state": {}}
+    ex, rd = await _serve(runner, shadow, turn, 0)
+    await shadow.close()
+    (rec,) = read_store(shadow.settings.store).records
+    wrong = {"slot_updates": {}, "tool_requests": [], "render_intent": {"kind": "summary"}}
+    assert rec["shadow_extract"] == wrong and rec["live_extract"] == ex.document
+    oracle = PassRunner({})
+    expected = await oracle.render(turn, wrong, None, "deterministic")
+    assert rec["shadow_render"] == expected.document and rec["live_render"] == rd.document
+    assert rec["agreement"]["render_intent_match"] is False
+    assert rec["agreement"]["widget_type_match"] == (rec["live_widget_types"] == rec["shadow_widget_types"])
+    assert rec["fell_back"] is False and rec["schema_valid"] is True
+
+
+async def test_close_records_runs_still_in_flight(tmp_path: Path) -> None:
+    engine = GatedEngine()  # never opened
+    runner = PassRunner({"slm": engine})
+    shadow = ShadowRunner(_settings(tmp_path), runner, None)
+    await shadow.start()
+    for i, turn in enumerate(_turns(3)):
+        await _serve(runner, shadow, turn, i)
+    await shadow.close(grace_s=0.05)
+    records = read_store(shadow.settings.store).records
+    assert len(records) == 6 and {r["fallback_reason"] for r in records} == {"cancelled"}
+
+
+async def test_submit_never_raises_and_works_from_another_thread(tmp_path: Path) -> None:
+    runner = PassRunner({})
+    shadow = ShadowRunner(_settings(tmp_path, engine="deterministic"), runner, None)
+    turn = _turns(1)[0]
+    live = await runner.extract(turn, "deterministic")
+    assert shadow.submit("extract", "early", turn, live) is False  # not started yet
+    await shadow.start()
+    assert shadow.submit("extract", "bad", turn, None) is False  # type: ignore[arg-type]
+    assert shadow.counts["internal_errors"] == 1
+    assert shadow.submit("nonsense", "x", turn, live) is False
+    done = threading.Event()
+    result: list[bool] = []
+
+    def worker() -> None:
+        result.append(shadow.submit("extract", "from-thread", turn, live))
+        done.set()
+
+    threading.Thread(target=worker).start()
+    while not done.is_set():
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.01)
+    await shadow.close()
+    assert result == [True]
+    assert [r["request_id"] for r in read_store(shadow.settings.store).records] == ["from-thread"]
+
+
+async def test_shadow_passes_do_not_reach_the_live_observers(tmp_path: Path) -> None:
+    seen: list[str] = []
+    runner = PassRunner({"slm": DeterministicEngine()}, observers=[lambda s: seen.append(s.engine)])
+    shadow = ShadowRunner(_settings(tmp_path), runner, None)
+    await shadow.start()
+    for i, turn in enumerate(_turns(5)):
+        await _serve(runner, shadow, turn, i)
+    await shadow.close()
+    assert seen == ["deterministic"] * 10
+    assert len(read_store(shadow.settings.store).records) == 10
+
+
+async def test_settings_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRAVEL_SLM_SHADOW__ENABLED", "true")
+    monkeypatch.setenv("TRAVEL_SLM_SHADOW__ENGINE", "deterministic")
+    monkeypatch.setenv("TRAVEL_SLM_SHADOW__PASSES", '["extract"]')
+    monkeypatch.setenv("TRAVEL_SLM_SHADOW__STORE", f"sqlite:///{tmp_path}/env.db")
+    monkeypatch.setenv("TRAVEL_SLM_SHADOW__MAX_INFLIGHT", "3")
+    settings = Settings()
+    shadow = ShadowRunner(settings, PassRunner({}), None)
+    assert shadow.settings.enabled and shadow.engine_name == "deterministic"
+    assert shadow.settings.passes == ["extract"] and shadow.settings.max_inflight == 3
+    await shadow.start()
+    await shadow.close()
+    assert (tmp_path / "env.db").exists()
+
+
+async def test_missing_shadow_engine_is_recorded_unavailable(tmp_path: Path) -> None:
+    # ShadowSettings alone cannot build an engine: the runs fall back as "unavailable"
+    shadow = ShadowRunner(_settings(tmp_path, engine="openai"), PassRunner({}), None)
+    await shadow.start()
+    turn = _turns(1)[0]
+    live = await shadow.live_runner.extract(turn, "deterministic")
+    shadow.submit("extract", "r", turn, live)
+    await shadow.close()
+    (rec,) = read_store(shadow.settings.store).records
+    assert rec["fell_back"] and rec["fallback_reason"] == "unavailable"
