@@ -1,0 +1,437 @@
+"""The ``openai`` engine: any OpenAI-compatible upstream (OpenAI, a vLLM server, another instance of this server).
+
+Requests carry ``response_format`` ``json_schema`` with the *strict form* of the pass contract
+(:func:`strict_schema`): every object closed and every key required, optional keys made nullable,
+the render envelopes typed per widget. With ``structured_outputs = "vllm"`` the same schema also goes
+in vLLM's own field ``structured_outputs: {"json": ...}`` (vLLM >= 0.12; ``guided_json`` before).
+Answers are mapped back with :func:`destrict` (nulls the strict form added are dropped) and then
+validated by the fallback layer like every other engine's.
+
+The key comes from the ``OPENAI_API_KEY`` environment variable only; it never appears in an error,
+a log line, ``describe()`` or ``/healthz``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import time
+from functools import lru_cache
+from typing import Annotated, Any, ClassVar, Union
+
+import httpx
+from pydantic import BaseModel, Field, create_model
+
+from engines.base import Engine, EngineError, PassOutput
+from server.config import OpenAISettings
+
+# --- contract schemas --------------------------------------------------------------------------------
+
+#: JSON Schema keywords whose value is a map of name -> subschema.
+_SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas")
+#: keywords whose value is one subschema.
+_SCHEMA_ONE = ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames",
+               "unevaluatedProperties", "unevaluatedItems")
+#: keywords whose value is a list of subschemas.
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+#: annotations: ignored when schemas are compared.
+_ANNOTATIONS = frozenset({"title", "description", "examples", "$schema", "$id", "$comment"})
+#: string formats OpenAI structured outputs accept.
+_OPENAI_FORMATS = frozenset({"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"})
+
+
+def contract_model(pass_: str) -> type[BaseModel]:
+    if pass_ == "extract":
+        from contracts.extract import ExtractOutput
+
+        return ExtractOutput
+    from contracts.render import RenderOutput
+
+    return RenderOutput
+
+
+@lru_cache(maxsize=2)
+def _typed_model(pass_: str) -> type[BaseModel]:
+    """The pass output with every payload typed (the render envelope's payload is a plain object)."""
+    if pass_ == "extract":
+        return contract_model("extract")
+    from contracts.widgets import TYPED_ENVELOPES
+
+    widget = Annotated[Union[tuple(TYPED_ENVELOPES.values())], Field(discriminator="widget_type")]  # noqa: UP007
+    return create_model(
+        "RenderOutputTyped",
+        bot_message=(str, ...),
+        widgets=(Annotated[list[widget], Field(min_length=1, max_length=2)], ...),  # type: ignore[valid-type]
+    )
+
+
+@lru_cache(maxsize=2)
+def _contract_schema_cached(pass_: str) -> str:
+    return json.dumps(contract_model(pass_).model_json_schema())
+
+
+def contract_schema(pass_: str) -> dict[str, Any]:
+    """The pass contract as JSON Schema (``ExtractOutput`` / ``RenderOutput``)."""
+    return json.loads(_contract_schema_cached(pass_))
+
+
+@lru_cache(maxsize=2)
+def _typed_schema_cached(pass_: str) -> str:
+    return json.dumps(_typed_model(pass_).model_json_schema())
+
+
+@lru_cache(maxsize=2)
+def _strict_schema_cached(pass_: str) -> str:
+    schema = json.loads(_typed_schema_cached(pass_))
+    defs = schema.get("$defs", {})
+    return json.dumps(_strictify(schema, defs))
+
+
+def strict_schema(pass_: str) -> dict[str, Any]:
+    """The OpenAI strict form of the pass contract (what the ``openai`` engine sends)."""
+    return json.loads(_strict_schema_cached(pass_))
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    seen = 0
+    while isinstance(node, dict) and isinstance(node.get("$ref"), str) and seen < 32:
+        ref = node["$ref"]
+        name = ref.rsplit("/", 1)[-1]
+        if not ref.startswith("#/$defs/") or name not in defs:
+            return node
+        node = defs[name]
+        seen += 1
+    return node
+
+
+def _allows_null(node: Any, defs: dict[str, Any]) -> bool:
+    node = _resolve(node, defs)
+    if not isinstance(node, dict):
+        return True
+    if not node or set(node) <= _ANNOTATIONS:
+        return True  # any value
+    kind = node.get("type")
+    if kind == "null" or (isinstance(kind, list) and "null" in kind):
+        return True
+    if "const" in node and node["const"] is None:
+        return True
+    if isinstance(node.get("enum"), list) and None in node["enum"]:
+        return True
+    return any(_allows_null(b, defs) for key in ("anyOf", "oneOf") for b in node.get(key, []) or [])
+
+
+_ANY_SCALAR: dict[str, Any] = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
+
+
+def _strictify(node: Any, defs: dict[str, Any]) -> Any:
+    if not isinstance(node, dict):
+        return node
+    if not node or set(node) <= _ANNOTATIONS:
+        return copy.deepcopy(_ANY_SCALAR)  # "any value" is not expressible in strict mode
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in ("default", "discriminator", "examples"):
+            continue
+        if key == "format" and value not in _OPENAI_FORMATS:
+            continue
+        if key == "oneOf":
+            key = "anyOf"
+        if key == "const":
+            out["enum"] = [value]
+            continue
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: _strictify(sub, defs) for name, sub in value.items()}
+        elif key in _SCHEMA_LISTS and isinstance(value, list):
+            out[key] = [_strictify(sub, defs) for sub in value]
+        elif key in _SCHEMA_ONE and isinstance(value, dict):
+            out[key] = _strictify(value, defs)
+        else:
+            out[key] = copy.deepcopy(value)
+    is_object = out.get("type") == "object" or "properties" in out
+    if is_object:
+        props: dict[str, Any] = out.get("properties") or {}
+        required = set(node.get("required") or [])
+        for name, sub in list(props.items()):
+            if name not in required and not _allows_null(node["properties"][name], defs):
+                props[name] = {"anyOf": [sub, {"type": "null"}]}
+        out["type"] = "object"
+        out["properties"] = props
+        out["required"] = list(props)
+        out["additionalProperties"] = False
+        out.pop("patternProperties", None)
+    return out
+
+
+def normalize_schema(node: Any) -> Any:
+    """A schema without annotations (title, description, $schema, ...), for semantic comparison."""
+    if isinstance(node, list):
+        return [normalize_schema(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _ANNOTATIONS:
+            continue
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: normalize_schema(sub) for name, sub in value.items()}
+        elif key in ("required", "enum") and isinstance(value, list):
+            out[key] = sorted(value, key=lambda v: json.dumps(v, sort_keys=True))
+        else:
+            out[key] = normalize_schema(value)
+    return out
+
+
+@lru_cache(maxsize=2)
+def _accepted_cached(pass_: str) -> tuple[str, ...]:
+    candidates: list[Any] = [
+        contract_model(pass_).model_json_schema(),
+        contract_model(pass_).model_json_schema(mode="serialization"),
+        json.loads(_typed_schema_cached(pass_)),
+        strict_schema(pass_),
+    ]
+    from pathlib import Path
+
+    exported = Path(__file__).resolve().parent.parent / "contracts" / "schemas" / f"{pass_}_output.schema.json"
+    if exported.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            candidates.append(json.loads(exported.read_text(encoding="utf-8")))
+    return tuple(json.dumps(normalize_schema(c), sort_keys=True) for c in candidates)
+
+
+def schema_matches_contract(pass_: str, schema: Any) -> bool:
+    """Whether ``schema`` is (semantically) the pass contract: the pydantic schema, the exported file,
+    the typed form or the strict form; annotations and key order are ignored."""
+    if not isinstance(schema, dict):
+        return False
+    return json.dumps(normalize_schema(schema), sort_keys=True) in _accepted_cached(pass_)
+
+
+def destrict(pass_: str, document: Any) -> Any:
+    """Drop the ``null`` values that the strict form added for optional keys (guided by the typed schema)."""
+    schema = json.loads(_typed_schema_cached(pass_))
+    return _destrict(document, schema, schema.get("$defs", {}))
+
+
+def _branch_matches(value: Any, branch: Any, defs: dict[str, Any]) -> bool:
+    branch = _resolve(branch, defs)
+    if not isinstance(branch, dict):
+        return True
+    kind = branch.get("type")
+    if isinstance(value, dict):
+        if kind not in (None, "object") and not (isinstance(kind, list) and "object" in kind):
+            return False
+        props = branch.get("properties") or {}
+        for name, sub in props.items():
+            sub = _resolve(sub, defs)
+            if name in value and isinstance(sub, dict):
+                if "const" in sub and value[name] != sub["const"]:
+                    return False
+                if isinstance(sub.get("enum"), list) and value[name] not in sub["enum"]:
+                    return False
+        if branch.get("additionalProperties") is False and props and any(k not in props for k in value):
+            return False
+        return all(name in value for name in branch.get("required") or [])
+    if isinstance(value, list):
+        return kind in (None, "array")
+    return kind != "object" and kind != "array"
+
+
+def _destrict(value: Any, schema: Any, defs: dict[str, Any]) -> Any:
+    schema = _resolve(schema, defs)
+    if not isinstance(schema, dict):
+        return value
+    branches = schema.get("anyOf") or schema.get("oneOf")
+    if isinstance(branches, list):
+        if value is None:
+            return None
+        for branch in branches:
+            if _branch_matches(value, branch, defs):
+                return _destrict(value, branch, defs)
+        return value
+    if isinstance(value, dict) and isinstance(schema.get("properties"), dict):
+        props = schema["properties"]
+        required = set(schema.get("required") or [])
+        out: dict[str, Any] = {}
+        for key, sub in value.items():
+            spec = props.get(key)
+            if spec is None:
+                out[key] = sub
+            elif sub is None and key not in required and not _allows_null(spec, defs):
+                continue  # added by the strict form
+            else:
+                out[key] = _destrict(sub, spec, defs)
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_destrict(item, schema["items"], defs) for item in value]
+    return value
+
+
+# --- prompts -------------------------------------------------------------------------------------------
+
+SYSTEM_PROMPTS: dict[str, str] = {
+    "extract": (
+        "You are the extraction pass of a travel planner. The user message is one planner turn as JSON: "
+        "event_type (user_message, user_widget_submit or user_widget_cta_click), event_payload (free text under "
+        "text/message/label, widget data under submitted_value/value, a CTA id under action_id) and slot_state "
+        "(the slots known before the turn). Answer with one JSON object {slot_updates, tool_requests, "
+        "render_intent}: slot_updates is a shallow patch of slot_state (region, check_in_date, check_out_date, "
+        "nights, party, picked_flight_offer_id, picked_hotel_id); tool_requests holds zero or one request for one "
+        "of the tools mcp/google-places.search_text, mcp/duffel.search_offers, mcp/duffel.create_order, "
+        "mcp/hotelbeds.search_hotels, mcp/hotelbeds.book_hotel, mcp/hotelbeds-activities.search_activities, "
+        "mcp/hotelbeds-transfers.search_transfers; render_intent names what to show next, with missing "
+        "(region, dates, party in that order) only for collect_missing and a reason only for error or clarify. "
+        "Follow the JSON schema exactly."
+    ),
+    "render": (
+        "You are the render pass of a travel planner. The user message is JSON {turn, extraction, tool_summary}: "
+        "the planner turn, the extraction of that turn and the normalised result of the tool it requested "
+        "({ok, tool, data}). Answer with one JSON object {bot_message, widgets}: a short assistant message and "
+        "one or two widget envelopes {schema_version: 1, widget_type, variant, payload} that show the tool data "
+        "or ask for what is missing. A failed tool (ok false) is shown with an error_card. "
+        "Follow the JSON schema exactly."
+    ),
+}
+
+
+def _key_from_env() -> str | None:
+    key = os.environ.get("OPENAI_API_KEY")
+    return key.strip() if key and key.strip() else None
+
+
+class OpenAIEngine(Engine):
+    """An OpenAI-compatible upstream over async HTTP."""
+
+    name: ClassVar[str] = "openai"
+    adapter = "http"
+    constrained = True
+
+    def __init__(self, settings: OpenAISettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        self.model = (settings.model_extract if settings.model_extract == settings.model_render
+                      else f"{settings.model_extract}|{settings.model_render}")
+        self._api_key = _key_from_env()
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._start_error: str | None = None
+
+    def model_for(self, pass_: str) -> str:
+        return self.settings.model_for(pass_)
+
+    async def start(self) -> None:
+        base = self.settings.base_url.rstrip("/") + "/"
+        headers = {"Accept": "application/json", "User-Agent": "travel-slm"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        # Warm the schemas now so that the first request does not pay for them.
+        for pass_ in ("extract", "render"):
+            strict_schema(pass_)
+            _typed_schema_cached(pass_)
+        self._client = httpx.AsyncClient(
+            base_url=base, headers=headers, transport=self._transport,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            timeout=httpx.Timeout(max(self.settings.timeout_ms_extract, self.settings.timeout_ms_render) / 1000.0),
+        )
+
+    def readiness(self) -> tuple[bool, str]:
+        if self._client is None:
+            return False, "openai: client not started"
+        return True, "ready"
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "model_extract": self.settings.model_extract,
+                "model_render": self.settings.model_render, "api_key_set": self._api_key is not None,
+                "structured_outputs": self.settings.structured_outputs}
+
+    def request_body(self, pass_: str, user_content: dict[str, Any]) -> dict[str, Any]:
+        schema = strict_schema(pass_)
+        body: dict[str, Any] = {
+            "model": self.settings.model_for(pass_),
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPTS[pass_]},
+                {"role": "user", "content": json.dumps(user_content, ensure_ascii=False, separators=(",", ":"))},
+            ],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": f"travel_{pass_}", "strict": True, "schema": schema},
+            },
+            "temperature": 0,
+            "n": 1,
+        }
+        if self.settings.structured_outputs == "vllm":
+            body["structured_outputs"] = {"json": schema}
+        return body
+
+    def _scrub(self, text: str) -> str:
+        if self._api_key:
+            text = text.replace(self._api_key, "[REDACTED]")
+        return text[:300]
+
+    async def _complete(self, pass_: str, user_content: dict[str, Any]) -> PassOutput:
+        if self._client is None:
+            raise EngineError("unavailable", "openai engine not started")
+        timeout_s = self.settings.timeout_ms(pass_) / 1000.0
+        started = time.perf_counter()
+        try:
+            response = await self._client.post("chat/completions", json=self.request_body(pass_, user_content),
+                                               timeout=timeout_s)
+        except httpx.TimeoutException:
+            raise EngineError("timeout", f"upstream did not answer within {timeout_s * 1000:.0f} ms") from None
+        except httpx.HTTPError as exc:
+            raise EngineError("error", self._scrub(f"upstream unreachable: {type(exc).__name__}")) from None
+        extra_ms = round((time.perf_counter() - started) * 1000.0, 1)
+        if response.status_code >= 400:
+            message = ""
+            try:
+                err = response.json().get("error")
+                message = str(err.get("message", "")) if isinstance(err, dict) else ""
+            except (ValueError, AttributeError):
+                pass
+            raise EngineError("error", self._scrub(f"upstream HTTP {response.status_code}: {message}"))
+        try:
+            body = response.json()
+            choice = body["choices"][0]
+            message_obj = choice["message"]
+            content = message_obj.get("content")
+            finish = choice.get("finish_reason") or "stop"
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise EngineError("error", "upstream answer is not a chat.completion") from None
+        usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        completion_tokens = int(usage.get("completion_tokens") or 0)
+        extra = {"upstream_ms": extra_ms, "upstream_model": str(body.get("model", ""))[:100],
+                 "system_fingerprint": str(body.get("system_fingerprint") or "")[:200]}
+        if finish == "length":
+            document = None
+            if isinstance(content, str):
+                try:
+                    document = json.loads(content)
+                except ValueError:
+                    document = None
+            return PassOutput(document=document, finish_reason="length", prompt_tokens=prompt_tokens,
+                              completion_tokens=completion_tokens, text=content, extra=extra)
+        if not isinstance(content, str):
+            refusal = message_obj.get("refusal") if isinstance(message_obj, dict) else None
+            raise EngineError("error", "upstream refused" if refusal else "upstream answer has no content")
+        try:
+            document = json.loads(content)
+        except ValueError as exc:
+            raise EngineError("invalid_json", f"upstream content is not JSON: {exc}"[:300]) from None
+        return PassOutput(
+            document=destrict(pass_, document), finish_reason="stop", prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens, text=content, extra=extra,
+        )
+
+    async def extract(self, turn: dict[str, Any]) -> PassOutput:
+        return await self._complete("extract", turn)
+
+    async def render(
+        self, turn: dict[str, Any], extraction: dict[str, Any], tool_summary: dict[str, Any]
+    ) -> PassOutput:
+        return await self._complete("render", {"turn": turn, "extraction": extraction, "tool_summary": tool_summary})
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

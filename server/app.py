@@ -1,0 +1,322 @@
+"""The FastAPI application: ``create_app(settings)``.
+
+Public state: ``app.state.settings`` (:class:`~server.config.Settings`), ``app.state.runner``
+(:class:`~engines.fallback.PassRunner`), ``app.state.metrics`` (:class:`~server.metrics.Metrics`),
+``app.state.shadow`` (``engines.shadow.runner.ShadowRunner`` or ``None``) and
+``app.state.engines`` (:class:`EngineSet`: which engines are configured, started, ready).
+
+Engines are built when the app is created (a failure is recorded, never fatal: the passes then fall
+back with ``unavailable`` and ``/readyz`` says why) and started in the background by the lifespan,
+so that ``/healthz`` answers while a model loads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from contracts.vocab import CONTRACT_VERSION
+from engines.base import Engine
+from engines.fallback import PassRunner
+from engines.registry import build_engine
+from server import errors
+from server.auth import ApiKeyCheck
+from server.config import Settings, load_settings
+from server.errors import BodyTooLargeError, error_response
+from server.logs import access_log
+from server.metrics import Metrics
+
+log = logging.getLogger("travel_slm.app")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+#: how long the lifespan waits for engines to start before serving anyway (slow ones go on loading).
+STARTUP_GRACE_S = 2.0
+#: HTTP paths that answer a pass (request counters, in-flight gauge); the pass is known from the path
+#: for the planner endpoints and set by the route for /v1/chat/completions.
+PASS_PATHS: dict[str, str | None] = {
+    "/extract": "extract", "/extract_turn": "extract", "/render": "render", "/render_widget_chat": "render",
+    "/v1/chat/completions": None,
+}
+_LOGGED_PATHS = frozenset({*PASS_PATHS, "/healthz", "/readyz", "/metrics", "/v1/models", "/docs", "/openapi.json",
+                           "/dashboard", "/v1/shadow/report"})
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+SCOPE_KEY = "travel_slm"
+
+
+class EngineSet:
+    """The live engines of the two passes: built, started, ready."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.configured: list[str] = list(dict.fromkeys([settings.extraction_engine, settings.render_engine]))
+        self.engines: dict[str, Engine] = {}
+        self.problems: dict[str, str] = {}
+        self.started: set[str] = set()
+        for name in self.configured:
+            if name == "deterministic":
+                continue
+            try:
+                self.engines[name] = build_engine(name, settings)
+            except Exception as exc:  # a missing runtime or model: fall back, and say so on /readyz
+                self.problems[name] = f"failed to load: {type(exc).__name__}: {exc}"[:300]
+                log.error("engine could not be built", extra={"engine": name, "error": self.problems[name]})
+
+    async def start(self) -> None:
+        async def _one(name: str, engine: Engine) -> None:
+            t0 = time.perf_counter()
+            try:
+                await engine.start()
+            except Exception as exc:
+                self.problems[name] = f"failed to start: {type(exc).__name__}: {exc}"[:300]
+                log.error("engine failed to start", extra={"engine": name, "error": self.problems[name]})
+            else:
+                self.started.add(name)
+                log.info("engine started", extra={"engine": name, "seconds": round(time.perf_counter() - t0, 3)})
+            self.metrics.set_engine_ready(name, self.ready_engine(name)[0])
+
+        await asyncio.gather(*(_one(n, e) for n, e in self.engines.items()))
+
+    def ready_engine(self, name: str) -> tuple[bool, str]:
+        if name == "deterministic":
+            return True, "ready"
+        if name in self.problems:
+            return False, self.problems[name]
+        engine = self.engines.get(name)
+        if engine is None:
+            return False, "not configured"
+        if name not in self.started:
+            return False, "starting"
+        try:
+            return engine.readiness()
+        except Exception as exc:
+            return False, f"readiness check failed: {type(exc).__name__}"
+
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        reasons: dict[str, str] = {}
+        ok = True
+        for name in self.configured:
+            ready, reason = self.ready_engine(name)
+            reasons[name] = reason
+            ok = ok and ready
+            self.metrics.set_engine_ready(name, ready)
+        return ok, reasons
+
+    async def aclose(self) -> None:
+        for name, engine in self.engines.items():
+            try:
+                await engine.aclose()
+            except Exception:
+                log.exception("engine close failed", extra={"engine": name})
+
+
+def _timeouts(settings: Settings) -> dict[tuple[str, str], float]:
+    out: dict[tuple[str, str], float] = {}
+    for pass_ in ("extract", "render"):
+        out[("slm", pass_)] = float(settings.slm.timeout_ms(pass_))
+        out[("openai", pass_)] = float(settings.openai.timeout_ms(pass_))
+    return out
+
+
+class GuardMiddleware:
+    """Pure ASGI: request id, API key, body size limit (on the raw stream), request metrics, access log."""
+
+    def __init__(self, app: Any, *, auth: ApiKeyCheck, max_body_bytes: int, metrics: Metrics) -> None:
+        self.app = app
+        self.auth = auth
+        self.max_body = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path: str = scope.get("path", "")
+        authorization: bytes | None = None
+        content_length: bytes | None = None
+        request_id: str | None = None
+        json_typed = False
+        for key, value in scope.get("headers", ()):
+            if key == b"authorization":
+                authorization = value
+            elif key == b"content-length":
+                content_length = value
+            elif key == b"x-request-id":
+                text = value.decode("latin-1")
+                request_id = text if _REQUEST_ID.match(text) else None
+            elif key == b"content-type":
+                json_typed = b"json" in value.lower()
+        request_id = request_id or uuid.uuid4().hex
+        is_pass = path in PASS_PATHS
+        if is_pass and not json_typed:
+            # every body is JSON (service.md 2): parse it as such whatever the client labelled it
+            scope["headers"] = [(k, v) for k, v in scope.get("headers", ()) if k != b"content-type"]
+            scope["headers"].append((b"content-type", b"application/json"))
+        ctx: dict[str, Any] = {"request_id": request_id, "pass": PASS_PATHS.get(path), "engine": None,
+                               "fallback_reason": None}
+        scope[SCOPE_KEY] = ctx
+        status = 0
+        rid_header = (b"x-request-id", request_id.encode("latin-1"))
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), rid_header]
+            await send(message)
+
+        if is_pass:
+            self.metrics.inflight.inc()
+        try:
+            if self.auth.required(path) and not self.auth.allowed(authorization):
+                response = error_response(path, 401, "missing or invalid API key", code="invalid_api_key",
+                                          headers={"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send_wrapper)
+                return
+            if content_length is not None:
+                try:
+                    declared = int(content_length)
+                except ValueError:
+                    declared = -1
+                if declared < 0:
+                    await error_response(path, 400, "invalid Content-Length")(scope, receive, send_wrapper)
+                    return
+                if declared > self.max_body:
+                    await error_response(path, 413, f"request body exceeds the limit of {self.max_body} bytes",
+                                         code="request_too_large")(scope, receive, send_wrapper)
+                    return
+            received = 0
+            limit = self.max_body
+
+            async def limited_receive() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise BodyTooLargeError(limit)
+                return message
+
+            await self.app(scope, limited_receive, send_wrapper)
+        except BodyTooLargeError:
+            if status == 0:
+                await error_response(path, 413, f"request body exceeds the limit of {self.max_body} bytes",
+                                     code="request_too_large")(scope, receive, send_wrapper)
+        except Exception:
+            if status == 0:
+                status = 500
+            raise
+        finally:
+            if is_pass:
+                self.metrics.inflight.dec()
+                self.metrics.request_finished(ctx.get("pass"), ctx.get("engine"), status or 500)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info("request", extra={
+                    "method": scope.get("method"), "path": path if path in _LOGGED_PATHS else "other",
+                    "status": status, "duration_ms": round((time.perf_counter() - started) * 1000.0, 2),
+                    "request_id": request_id, "pass": ctx.get("pass"), "engine": ctx.get("engine"),
+                    "fallback_reason": ctx.get("fallback_reason"),
+                })
+
+
+def _include_shadow_routes(app: FastAPI) -> bool:
+    if importlib.util.find_spec("server.routes_shadow") is None:
+        return False
+    from server import routes_shadow
+
+    app.include_router(routes_shadow.router)
+    return True
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application; engines are started by its lifespan."""
+    settings = settings or load_settings()
+    metrics = Metrics()
+    engine_set = EngineSet(settings, metrics)
+    runner = PassRunner(
+        engine_set.engines,
+        timeouts_ms=_timeouts(settings),
+        failure_threshold=settings.fallback.failure_threshold,
+        cooldown_s=settings.fallback.cooldown_s,
+        observers=[metrics.observe_served],
+    )
+    shadow: Any = None
+    if settings.shadow.enabled:
+        from engines.shadow.runner import ShadowRunner
+
+        shadow = ShadowRunner(settings, runner, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        start_task = asyncio.create_task(engine_set.start(), name="travel-slm-engine-start")
+        await asyncio.wait({start_task}, timeout=STARTUP_GRACE_S)
+        if shadow is not None:
+            await shadow.start()
+        ready, reasons = engine_set.readiness()
+        log.info("serving", extra={"extraction_engine": settings.extraction_engine,
+                                   "render_engine": settings.render_engine, "ready": ready, "engines": reasons,
+                                   "shadow": settings.shadow.enabled, "contract_version": CONTRACT_VERSION})
+        try:
+            yield
+        finally:
+            if not start_task.done():
+                start_task.cancel()
+                await asyncio.gather(start_task, return_exceptions=True)
+            if shadow is not None:
+                try:
+                    await shadow.close()
+                except Exception:
+                    log.exception("shadow close failed")
+            await engine_set.aclose()
+
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        app_version = version("travel-slm")
+    except PackageNotFoundError:  # pragma: no cover - running from a plain checkout
+        app_version = "0"
+    app = FastAPI(
+        title="travel-slm",
+        version=app_version,
+        description="Inference server for the travel planner's extract and render passes "
+                    f"(contract {CONTRACT_VERSION}): planner endpoints, an OpenAI-compatible API, operations.",
+        lifespan=lifespan,
+        redoc_url=None,
+        strict_content_type=False,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.runner = runner
+    app.state.shadow = shadow
+    app.state.engines = engine_set
+    app.state.started_at = int(time.time())
+
+    from server import routes_openai, routes_ops, routes_planner
+
+    app.include_router(routes_planner.router)
+    app.include_router(routes_openai.router)
+    app.include_router(routes_ops.router)
+    app.state.shadow_routes = _include_shadow_routes(app)
+    errors.install(app)
+    api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    app.add_middleware(
+        GuardMiddleware,
+        auth=ApiKeyCheck(api_key, metrics_require_key=settings.metrics_require_key),
+        max_body_bytes=settings.max_body_bytes,
+        metrics=metrics,
+    )
+    return app

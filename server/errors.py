@@ -1,0 +1,170 @@
+"""Error responses: FastAPI's ``{"detail": ...}`` on the planner endpoints, OpenAI's
+``{"error": {message, type, param, code}}`` under ``/v1``. Never a traceback.
+
+- invalid JSON -> 400; JSON of the wrong shape -> 422 with one entry per field;
+- body over ``max_body_bytes`` -> 413 (checked on the raw stream, see :mod:`server.app`);
+- missing or wrong API key -> 401; anything unexpected -> 500 with a fixed message.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("travel_slm.errors")
+
+_OPENAI_TYPES = {401: "invalid_request_error", 500: "server_error", 503: "server_error"}
+_DEFAULT_CODES = {400: "invalid_request", 401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed",
+                  413: "request_too_large", 415: "unsupported_media_type", 422: "invalid_shape",
+                  500: "internal_error", 503: "unavailable"}
+
+
+class ApiError(Exception):
+    """An error answered with ``status``; rendered in the planner or the OpenAI shape by path."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
+                 detail: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code or _DEFAULT_CODES.get(status, "error")
+        self.param = param
+        self.detail = detail
+        self.headers = headers
+
+
+class BodyTooLargeError(StarletteHTTPException):
+    """Raised from the request stream when the body passes the limit (FastAPI re-raises HTTPException)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds the limit of {limit} bytes")
+        self.limit = limit
+
+
+# --- documented error bodies (OpenAPI) ---------------------------------------------------------------
+
+
+class ErrorMessage(BaseModel):
+    """Planner endpoints: an error with a message."""
+
+    detail: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class FieldErrors(BaseModel):
+    """Planner endpoints: the request is JSON of the wrong shape (one entry per field)."""
+
+    detail: list[FieldError]
+
+
+class OpenAIErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(BaseModel):
+    """``/v1`` endpoints: the OpenAI error shape."""
+
+    error: OpenAIErrorBody
+
+
+PLANNER_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorMessage, "description": "Invalid JSON, or an unknown X-Engine value."},
+    401: {"model": ErrorMessage, "description": "Missing or wrong API key (when one is configured)."},
+    413: {"model": ErrorMessage, "description": "Body over the size limit."},
+    422: {"model": FieldErrors, "description": "JSON of the wrong shape; one message per field."},
+}
+OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": OpenAIError, "description": "Invalid JSON, bad input content, or a foreign response_format."},
+    401: {"model": OpenAIError, "description": "Missing or wrong API key (when one is configured)."},
+    404: {"model": OpenAIError, "description": "Unknown model."},
+    413: {"model": OpenAIError, "description": "Body over the size limit."},
+    422: {"model": OpenAIError, "description": "JSON of the wrong shape."},
+}
+
+
+# --- rendering ------------------------------------------------------------------------------------------
+
+
+def is_openai_path(path: str) -> bool:
+    return path.startswith("/v1/") and not path.startswith("/v1/shadow")
+
+
+def error_body(path: str, status: int, message: str, *, code: str | None = None, param: str | None = None,
+               detail: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    if is_openai_path(path):
+        return {"error": {"message": message, "type": _OPENAI_TYPES.get(status, "invalid_request_error"),
+                          "param": param, "code": code or _DEFAULT_CODES.get(status, "error")}}
+    if detail is not None:
+        return {"detail": detail}
+    return {"detail": message}
+
+
+def error_response(path: str, status: int, message: str, *, code: str | None = None, param: str | None = None,
+                   detail: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(path, status, message, code=code, param=param, detail=detail), status_code=status,
+                        headers=headers)
+
+
+def field_errors(errors: list[Any], prefix: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:
+    """Pydantic/FastAPI errors -> ``[{loc, msg, type}]`` (the offending input is not echoed)."""
+    out = []
+    for err in errors[:50]:
+        loc = [*prefix, *(p for p in err.get("loc", ()) if isinstance(p, str | int))]
+        out.append({"loc": loc, "msg": str(err.get("msg", "invalid"))[:500], "type": str(err.get("type", "value_error"))})
+    return out
+
+
+def summary(detail: list[dict[str, Any]]) -> str:
+    parts = [f"{'.'.join(str(p) for p in d['loc'] if p != 'body') or '<root>'}: {d['msg']}" for d in detail[:10]]
+    return "; ".join(parts) or "invalid request"
+
+
+def validation_error(exc: ValidationError, prefix: tuple[str | int, ...] = ("body",)) -> ApiError:
+    detail = field_errors(exc.errors(include_url=False, include_input=False), prefix)
+    first = detail[0]["loc"] if detail else []
+    param = ".".join(str(p) for p in first if p != "body") or None
+    return ApiError(422, summary(detail), param=param, detail=detail)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(request.url.path, exc.status, exc.message, code=exc.code, param=exc.param,
+                              detail=exc.detail, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        bad_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
+        if bad_json is not None:
+            reason = (bad_json.get("ctx") or {}).get("error", "JSON decode error")
+            return error_response(request.url.path, 400, f"invalid JSON body: {reason}", code="invalid_json")
+        detail = field_errors(errors)
+        first = detail[0]["loc"] if detail else []
+        param = ".".join(str(p) for p in first if p != "body") or None
+        return error_response(request.url.path, 422, summary(detail), param=param, detail=detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        return error_response(request.url.path, exc.status_code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", extra={"path": request.scope.get("route_path", ""), "error": type(exc).__name__},
+                  exc_info=exc)
+        return error_response(request.url.path, 500, "internal server error")

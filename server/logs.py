@@ -1,0 +1,79 @@
+"""Structured JSON logging: one JSON object per line on stderr.
+
+Only metadata is logged (method, route, status, duration, pass, engine, fallback reason, request id):
+never a request body, never user text, never a key. Every line also goes through a scrubber that
+replaces the configured secrets (``TRAVEL_SLM_API_KEY``, ``OPENAI_API_KEY``) should one ever slip in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+#: attributes every LogRecord has; anything else passed through ``extra=`` becomes a JSON field.
+_STANDARD = frozenset(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {"message", "asctime", "taskName"}
+_MAX_FIELD = 2000
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s and len(s) >= 4]
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": _clip(record.getMessage()),
+        }
+        for key, value in record.__dict__.items():
+            if key in _STANDARD or key.startswith("_") or key == "color_message":
+                continue
+            entry[key] = value if isinstance(value, int | float | bool) or value is None else _clip(value)
+        if record.exc_info:
+            entry["exc"] = _clip(self.formatException(record.exc_info), 8000)
+        line = json.dumps(entry, ensure_ascii=False, default=str)
+        for secret in self.secrets:
+            line = line.replace(secret, "[REDACTED]")
+        return line
+
+
+def _clip(value: Any, limit: int = _MAX_FIELD) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + "..."
+    if isinstance(value, list | dict):
+        text = json.dumps(value, ensure_ascii=False, default=str)
+        return value if len(text) <= limit else text[:limit] + "..."
+    return str(value)[:limit]
+
+
+def configure_logging(level: str = "info", secrets: Iterable[str | None] = ()) -> None:
+    """Route the root logger (and uvicorn's) to one JSON handler on stderr."""
+    known = [s for s in secrets if s]
+    for name in ("OPENAI_API_KEY", "TRAVEL_SLM_API_KEY"):
+        value = os.environ.get(name)
+        if value:
+            known.append(value)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(known))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    # uvicorn's own access log duplicates ours (which carries pass, engine and fallback fields)
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+access_log = logging.getLogger("travel_slm.access")

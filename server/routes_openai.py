@@ -1,0 +1,319 @@
+"""OpenAI-compatible endpoints (service.md 2.2): ``/v1/models`` and ``/v1/chat/completions``.
+
+``model`` selects the pass (``travel-extract``, ``travel-render`` or a configured alias); the last
+``user`` message's content is the pass input as JSON (a ``Turn`` for extract, ``{turn, extraction?,
+tool_summary?}`` for render); system messages are ignored. ``response_format`` may be absent,
+``text``, ``json_object``, or ``json_schema`` with the pass's contract schema (the pydantic schema,
+the exported file, or the strict form the ``openai`` engine sends); any other schema is refused
+with 400, as is a foreign schema in vLLM's ``structured_outputs.json`` / ``guided_json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from contracts.turn import RenderRequest, Turn
+from contracts.vocab import CONTRACT_VERSION
+from engines.fallback import Served
+from engines.openai_engine import schema_matches_contract
+from server.errors import OPENAI_ERRORS, ApiError, validation_error
+from server.routes_planner import (
+    XEngine,
+    answer_render,
+    context,
+    resolve_engine,
+    run_extract,
+    shadow_task,
+)
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+PASS_MODELS: dict[str, str] = {"travel-extract": "extract", "travel-render": "render"}
+_TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+_CHUNK_CHARS = 96
+
+
+# --- request and response models ----------------------------------------------------------------------
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+
+
+class JsonSchemaSpec(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    name: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    json_schema: JsonSchemaSpec | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool | None = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """The OpenAI chat request; sampling parameters are accepted and ignored (decoding is deterministic)."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    response_format: ResponseFormat | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    n: int | None = 1
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+    refusal: None = None
+
+
+class Choice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: None = None
+    finish_reason: Literal["stop"]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[Choice]
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+    pass_: str = Field(alias="pass")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
+
+
+def model_table(request: Request) -> dict[str, str]:
+    """model id -> pass: the two pass models and the configured aliases."""
+    return {**PASS_MODELS, **request.app.state.settings.model_aliases}
+
+
+def _cards(request: Request) -> list[dict[str, Any]]:
+    created = request.app.state.started_at
+    return [{"id": mid, "object": "model", "created": created, "owned_by": "travel-slm", "pass": pass_}
+            for mid, pass_ in model_table(request).items()]
+
+
+def approx_tokens(text: str) -> int:
+    """Token count when the engine has no tokenizer: words and punctuation marks."""
+    return len(_TOKEN.findall(text))
+
+
+def _text(content: str | list[ContentPart] | None) -> str | None:
+    if content is None or isinstance(content, str):
+        return content
+    parts = [p.text for p in content if p.type in ("text", "input_text") and isinstance(p.text, str)]
+    return "".join(parts) if parts else None
+
+
+def _check_schema(pass_: str, schema: Any, param: str) -> None:
+    if not isinstance(schema, dict):
+        raise ApiError(400, f"{param} must be a JSON Schema object", param=param, code="invalid_response_format")
+    if not schema_matches_contract(pass_, schema):
+        raise ApiError(400, f"{param} is not the {pass_} pass contract schema; this server only answers the "
+                       "contract (send the schema from contracts/schemas, or no response_format)",
+                       param=param, code="unsupported_response_format")
+
+
+def check_response_format(pass_: str, body: ChatCompletionRequest) -> None:
+    fmt = body.response_format
+    if fmt is not None:
+        if fmt.type == "json_schema":
+            if fmt.json_schema is None or fmt.json_schema.schema_ is None:
+                raise ApiError(400, "response_format json_schema needs json_schema.schema",
+                               param="response_format.json_schema", code="invalid_response_format")
+            _check_schema(pass_, fmt.json_schema.schema_, "response_format.json_schema.schema")
+        elif fmt.type not in ("json_object", "text"):
+            raise ApiError(400, "response_format.type must be text, json_object or json_schema",
+                           param="response_format.type", code="invalid_response_format")
+    extra = body.model_extra or {}
+    structured = extra.get("structured_outputs")
+    if structured is not None:
+        if not isinstance(structured, dict) or set(structured) - {"json", "disable_any_whitespace",
+                                                                  "disable_additional_properties"}:
+            raise ApiError(400, "structured_outputs: only {\"json\": <the pass contract schema>} is supported",
+                           param="structured_outputs", code="invalid_response_format")
+        if "json" in structured:
+            _check_schema(pass_, structured["json"], "structured_outputs.json")
+    if extra.get("guided_json") is not None:
+        _check_schema(pass_, extra["guided_json"], "guided_json")
+    for key in ("guided_regex", "guided_choice", "guided_grammar"):
+        if extra.get(key) is not None:
+            raise ApiError(400, f"{key} is not supported: the output follows the pass contract", param=key,
+                           code="invalid_response_format")
+
+
+def pass_input(pass_: str, body: ChatCompletionRequest) -> tuple[Any, int]:
+    """The parsed, validated pass input from the last user message, and that message's index."""
+    index = next((i for i in range(len(body.messages) - 1, -1, -1) if body.messages[i].role == "user"), None)
+    if index is None:
+        raise ApiError(400, "no user message: the last user message carries the pass input JSON", param="messages",
+                       code="missing_user_message")
+    param = f"messages.{index}.content"
+    text = _text(body.messages[index].content)
+    if text is None:
+        raise ApiError(400, "the user message has no text content", param=param, code="invalid_content")
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise ApiError(400, f"the user message content is not valid JSON: {exc.msg if hasattr(exc, 'msg') else exc}",
+                       param=param, code="invalid_json") from None
+    prefix = ("body", "messages", index, "content")
+    try:
+        if pass_ == "extract":
+            return Turn.model_validate(raw), index
+        return RenderRequest.model_validate(raw), index
+    except ValidationError as exc:
+        raise validation_error(exc, prefix) from None
+
+
+def fingerprint(served: Served) -> str:
+    return f"{served.engine}:{served.adapter}:{served.model}:{CONTRACT_VERSION}"
+
+
+def usage(body: ChatCompletionRequest, served: Served, content: str) -> dict[str, int]:
+    prompt = served.prompt_tokens
+    if prompt <= 0:
+        prompt = sum(approx_tokens(_text(m.content) or "") for m in body.messages)
+    completion = served.completion_tokens if served.completion_tokens > 0 and not served.fallback_used else 0
+    if completion <= 0:
+        completion = approx_tokens(content)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _sse(data: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n\n"
+
+
+# --- endpoints -------------------------------------------------------------------------------------------
+
+
+@router.get("/models", response_model=ModelList, response_model_by_alias=True,
+            summary="The pass models and their aliases.", responses={401: OPENAI_ERRORS[401]})
+async def list_models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": _cards(request)}
+
+
+@router.get("/models/{model_id:path}", response_model=ModelCard, response_model_by_alias=True,
+            summary="One model.", responses={401: OPENAI_ERRORS[401], 404: OPENAI_ERRORS[404]})
+async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+    for card in _cards(request):
+        if card["id"] == model_id:
+            return card
+    raise ApiError(404, f"the model {model_id[:100]!r} does not exist", param="model", code="model_not_found")
+
+
+@router.post(
+    "/chat/completions",
+    response_model=None,
+    summary="Chat completions: `model` selects the pass, the last user message is the pass input JSON.",
+    responses={200: {"model": ChatCompletion,
+                     "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                     "description": "A chat.completion, or server-sent chunks when `stream` is true."},
+               **OPENAI_ERRORS},
+)
+async def chat_completions(body: ChatCompletionRequest, request: Request, x_engine: XEngine = None) -> Any:
+    pass_ = model_table(request).get(body.model)
+    if pass_ is None:
+        raise ApiError(404, f"the model {body.model[:100]!r} does not exist: use travel-extract, travel-render "
+                       "or a configured alias", param="model", code="model_not_found")
+    context(request)["pass"] = pass_
+    if body.n not in (None, 1):
+        raise ApiError(400, "only n=1 is supported", param="n", code="unsupported_parameter")
+    check_response_format(pass_, body)
+    parsed, index = pass_input(pass_, body)
+    engine = resolve_engine(request, pass_, x_engine)
+    if pass_ == "extract":
+        turn = parsed.engine_input()
+        served = await run_extract(request, turn, engine)
+        background = shadow_task(request, "extract", turn, served, served.document)
+    else:
+        served, turn, extraction, summary = await answer_render(
+            request, parsed, engine, ("body", "messages", index, "content"))
+        background = shadow_task(request, "render", turn, served, extraction, summary)
+
+    content = json.dumps(served.document, ensure_ascii=False, separators=(",", ":"))
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    fp = fingerprint(served)
+    counts = usage(body, served, content)
+    headers = {"X-Latency-Ms": f"{served.latency_ms:.1f}",
+               "X-Fallback-Reason": served.fallback_reason or "none"}
+    if not body.stream:
+        completion = {
+            "id": completion_id, "object": "chat.completion", "created": created, "model": body.model,
+            "system_fingerprint": fp,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None},
+                         "logprobs": None, "finish_reason": "stop"}],
+            "usage": counts,
+        }
+        return JSONResponse(completion, background=background, headers=headers)
+
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": body.model,
+            "system_fingerprint": fp}
+
+    async def events() -> AsyncIterator[bytes]:
+        extra = {"usage": None} if include_usage else {}
+        yield _sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                         "logprobs": None, "finish_reason": None}], **extra})
+        for start in range(0, len(content), _CHUNK_CHARS):
+            yield _sse({**base, "choices": [{"index": 0, "delta": {"content": content[start:start + _CHUNK_CHARS]},
+                                             "logprobs": None, "finish_reason": None}], **extra})
+        yield _sse({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}],
+                    **extra})
+        if include_usage:
+            yield _sse({**base, "choices": [], "usage": counts})
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream", background=background,
+                             headers={**headers, "Cache-Control": "no-cache"})

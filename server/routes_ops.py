@@ -1,0 +1,93 @@
+"""Operations endpoints (service.md 2.1 and 2.3): ``/healthz``, ``/readyz``, ``/metrics``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from contracts.vocab import CONTRACT_VERSION
+from engines.fallback import PassRunner
+from server.errors import ErrorMessage
+
+router = APIRouter(tags=["operations"])
+
+
+class EngineHealth(BaseModel):
+    engine: str
+    adapter: str
+    model: str
+    constrained: bool
+    ready: bool
+    reason: str
+    passes: list[str]
+    circuit: dict[str, str]
+
+
+class Health(BaseModel):
+    ok: bool
+    backend: str
+    model: str
+    constrained: bool
+    domain: str
+    contract_version: str
+    passes: dict[str, str]
+    shadow: bool
+    engines: dict[str, EngineHealth]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    reason: str
+    engines: dict[str, str]
+
+
+def _describe(runner: PassRunner, name: str) -> dict[str, Any]:
+    engine = runner.engines.get(name)
+    if engine is None:
+        return {"engine": name, "adapter": "none", "model": "none", "constrained": False}
+    info = engine.describe()
+    return {"engine": name, "adapter": str(info.get("adapter", "none")), "model": str(info.get("model", "none")),
+            "constrained": bool(info.get("constrained", False))}
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness: 200 while the process lives.")
+async def healthz(request: Request) -> dict[str, Any]:
+    settings = request.app.state.settings
+    runner: PassRunner = request.app.state.runner
+    engine_set = request.app.state.engines
+    passes = {"extract": settings.extraction_engine, "render": settings.render_engine}
+    engines: dict[str, Any] = {}
+    for name in engine_set.configured:
+        ready, reason = engine_set.ready_engine(name)
+        circuit = {p: runner.breakers[(name, p)].state for p in ("extract", "render") if (name, p) in runner.breakers}
+        engines[name] = {**_describe(runner, name), "ready": ready, "reason": reason,
+                         "passes": [p for p, e in passes.items() if e == name], "circuit": circuit}
+    live = _describe(runner, settings.extraction_engine)
+    return {"ok": True, "backend": settings.extraction_engine, "model": live["model"],
+            "constrained": live["constrained"], "domain": "travel", "contract_version": CONTRACT_VERSION,
+            "passes": passes, "shadow": request.app.state.shadow is not None, "engines": engines}
+
+
+@router.get("/readyz", response_model=Readiness, summary="Readiness: 200 once every configured engine is ready.",
+            responses={503: {"model": Readiness, "description": "An engine is not ready; `reason` says which."}})
+async def readyz(request: Request) -> Any:
+    ready, reasons = request.app.state.engines.readiness()
+    if ready:
+        return {"ready": True, "reason": "ready", "engines": reasons}
+    reason = "; ".join(f"{name}: {why}" for name, why in reasons.items() if why != "ready")
+    return JSONResponse({"ready": False, "reason": reason, "engines": reasons}, status_code=503)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (text exposition format).",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+               401: {"model": ErrorMessage, "description": "Missing or wrong API key (metrics_require_key)."}},
+)
+async def metrics(request: Request) -> Response:
+    body, content_type = request.app.state.metrics.render()
+    return Response(content=body, media_type=content_type)
