@@ -26,13 +26,13 @@ def _schema(model: type[BaseModel], title: str) -> dict[str, Any]:
 def contract_schemas() -> dict[str, dict[str, Any]]:
     """File name -> JSON Schema, for every schema the code validates or constrains with."""
     from contracts.extract import ExtractOutput
-    from contracts.render import RenderOutput, ToolSummary
+    from contracts.render import ToolSummary, TypedRenderOutput
     from contracts.turn import Turn
     from contracts.widgets import PAYLOAD_MODELS, Envelope
 
     files = {
         "extract_output.schema.json": _schema(ExtractOutput, "extract_output.schema.json"),
-        "render_output.schema.json": _schema(RenderOutput, "render_output.schema.json"),
+        "render_output.schema.json": _schema(TypedRenderOutput, "render_output.schema.json"),
         "tool_summary.schema.json": _schema(ToolSummary, "tool_summary.schema.json"),
         "turn.schema.json": _schema(Turn, "turn.schema.json"),
         "_envelope.schema.json": _schema(Envelope, "_envelope.schema.json"),
@@ -41,6 +41,11 @@ def contract_schemas() -> dict[str, dict[str, Any]]:
         name = f"{widget_type}.schema.json"
         files[name] = _schema(model, name)
     return files
+
+
+def pass_schema(pass_name: str) -> dict[str, Any]:
+    """The contract schema of a pass's output (``extract`` or ``render``), as exported."""
+    return contract_schemas()[f"{pass_name}_output.schema.json"]
 
 
 def render_file(schema: dict[str, Any]) -> str:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.widgets import Envelope
+from contracts.widgets import TYPED_ENVELOPES, Envelope
 
 
 class ToolSummaryIn(BaseModel):
@@ -36,3 +36,20 @@ class RenderOutput(BaseModel):
 
     bot_message: str
     widgets: Annotated[list[Envelope], Field(min_length=1, max_length=2)]
+
+
+TypedEnvelope = Annotated[Union[tuple(TYPED_ENVELOPES.values())], Field(discriminator="widget_type")]  # noqa: UP007
+
+
+class TypedRenderOutput(BaseModel):
+    """The same contract as :class:`RenderOutput`, with every envelope typed by its widget_type.
+
+    Its JSON Schema is the exported ``render_output.schema.json`` (payload schemas inline), the schema
+    of ``response_format`` and of the full-render grammar; :class:`RenderOutput` validates the same
+    documents with clearer error messages.
+    """
+
+    model_config = ConfigDict(extra="forbid", title="RenderOutput")
+
+    bot_message: str
+    widgets: Annotated[list[TypedEnvelope], Field(min_length=1, max_length=2)]
