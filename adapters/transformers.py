@@ -1,0 +1,480 @@
+"""The portable reference adapter: Hugging Face transformers on CPU or CUDA, xgrammar-constrained.
+
+Decoding is a manual greedy loop over a ``DynamicCache``:
+
+- **grammar mask**: per step ``matcher.fill_next_token_bitmask`` then
+  ``xgrammar.apply_token_bitmask_inplace`` on the last logits row, argmax. Grammars are compiled
+  once per tokenizer (:class:`adapters.xgrammar_support.GrammarStore`).
+- **jump-forward**: after each accepted token the grammar's forced continuation
+  (``find_jump_forward_string``) is tokenized and fed in the SAME forward step as the accepted
+  token. Each forced token is then verified like a speculative draft: it is committed only if
+  the matcher accepts it and it is the masked greedy choice at its position; on the first
+  mismatch the model's own choice (already computed, no extra step) is taken instead and the
+  cache is cropped. The output is therefore token-for-token the one of plain greedy decoding,
+  while forced spans cost one model step instead of one per token.
+- **prefix KV cache**: the chat-template prefix that ends right before the user content (system
+  prompt + ``<|im_start|>user\\n``) is run once per (prefix, LoRA) and its KV cache copied into
+  each request; the prompt must tokenize to the cached ids, else the request pays a full prefill.
+- **concurrency**: one worker thread owns the model; requests queue on it. A cancelled request
+  (client gone, timeout) sets a flag checked between steps and frees the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import copy
+import importlib.util
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adapters.base import Adapter, AdapterUnavailableError, Generation, GenerationRequest
+from adapters.xgrammar_support import GrammarStore, jump_forward_draft, require_xgrammar, tokenizer_info
+
+log = logging.getLogger(__name__)
+
+_SENTINEL = "\u0000TRAVEL_SLM_USER\u0000"
+
+
+class GenerationCancelled(Exception):
+    """Raised inside the worker when the caller cancelled the request."""
+
+
+def require_transformers() -> None:
+    for module, package in (("torch", "torch==2.13.0"), ("transformers", "transformers")):
+        if importlib.util.find_spec(module) is None:
+            raise AdapterUnavailableError(
+                f"adapter 'transformers' needs the Python package '{package}' "
+                "(bash tests/install_slm.sh, or python -m pip install -e '.[slm]' after torch)"
+            )
+    require_xgrammar()
+
+
+def default_num_threads() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
+def _crop(cache: Any, length: int) -> None:
+    """Drop cached positions beyond ``length`` (a negative count works in transformers 4.4x and 5)."""
+    remove = int(cache.get_seq_length()) - length
+    if remove > 0:
+        cache.crop(-remove)
+
+
+@dataclass
+class _Prefix:
+    ids: tuple[int, ...]
+    cache: Any
+    build_seconds: float
+
+
+class TransformersAdapter(Adapter):
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: str = "bundled",
+        *,
+        device: str = "auto",
+        cache_dir: Path | str | None = None,
+        jump_forward: bool = True,
+        jump_forward_mode: str = "verify",
+        prefix_cache: bool = True,
+        num_threads: int | None = None,
+        dtype: str = "float32",
+        attn_implementation: str | None = "eager",
+        preloaded: tuple[Any, Any] | None = None,
+        model_name: str | None = None,
+    ) -> None:
+        """``preloaded=(model, tokenizer)`` skips resolution/loading (tests on a tiny model).
+
+        ``jump_forward_mode``: ``verify`` (default) commits a forced token only when it is also the
+        masked greedy choice, so the output equals plain greedy decoding; ``force`` commits the
+        grammar's own tokenization of the forced string (fewer model steps, output may differ).
+        """
+        self.model_spec = model
+        self.device_setting = device
+        self.cache_dir = cache_dir
+        self.jump_forward = jump_forward
+        if jump_forward_mode not in ("verify", "force"):
+            raise ValueError("jump_forward_mode must be 'verify' or 'force'")
+        self.jump_forward_mode = jump_forward_mode
+        self.prefix_cache = prefix_cache
+        self.num_threads = num_threads
+        self.dtype_name = dtype
+        self.attn_implementation = attn_implementation
+        self._preloaded = preloaded
+        self._model_name = model_name or ("preloaded" if preloaded else "unloaded")
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="slm-transformers")
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.device: Any = None
+        self.grammars: GrammarStore | None = None
+        self._stop_ids: set[int] = set()
+        self._eos_ids: set[int] = set()
+        self._bitmask: Any = None
+        self._prefixes: dict[tuple[str, str | None], _Prefix] = {}
+        self._loras: dict[str, str] = {}
+        self.stats = {"requests": 0, "prefix_hits": 0, "prefix_misses": 0, "cancelled": 0}
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def model_id(self) -> str:
+        return self._model_name
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    async def load(self) -> None:
+        await self._run(self._load_sync)
+
+    def _load_sync(self) -> None:
+        if self._preloaded is None:
+            require_transformers()
+        import torch
+
+        if self._preloaded is not None:
+            self.model, self.tokenizer = self._preloaded
+            self.device = next(self.model.parameters()).device
+        else:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            from adapters.models import resolve_model
+
+            resolved = resolve_model(self.model_spec, self.cache_dir)
+            self._model_name = resolved.name
+            self.device = self._pick_device(torch)
+            dtype = getattr(torch, self.dtype_name)
+            if self.device.type == "cuda" and self.dtype_name == "float32":
+                dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            started = time.perf_counter()
+            self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
+            kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
+            if self.attn_implementation and self.device.type == "cpu":
+                # eager attention is faster than CPU SDPA for one-token decode steps on short contexts
+                kwargs["attn_implementation"] = self.attn_implementation
+            self.model = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs).to(self.device).eval()
+            log.info("loaded %s on %s (%s) in %.1f s", resolved.name, self.device, dtype,
+                     time.perf_counter() - started)
+        if self.device.type == "cpu":
+            threads = self.num_threads or default_num_threads()
+            torch.set_num_threads(threads)
+        eos = self.tokenizer.eos_token_id
+        self._eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if isinstance(gen_eos, int):
+            self._eos_ids.add(gen_eos)
+        elif gen_eos:
+            self._eos_ids.update(gen_eos)
+
+    def _pick_device(self, torch: Any) -> Any:
+        setting = (self.device_setting or "auto").lower()
+        if setting == "auto":
+            setting = "cuda" if torch.cuda.is_available() else "cpu"
+        if setting.startswith("cuda") and not torch.cuda.is_available():
+            raise AdapterUnavailableError("slm.device=cuda but torch sees no CUDA device (CPU wheel of torch?)")
+        if setting == "mps":
+            raise AdapterUnavailableError("adapter 'transformers' runs on cpu or cuda; use adapter 'mlx' on Apple")
+        return torch.device(setting)
+
+    async def prepare(self, schemas: dict[str, str]) -> dict[str, float]:
+        return await self._run(self._prepare_sync, schemas)
+
+    def _prepare_sync(self, schemas: dict[str, str]) -> dict[str, float]:
+        if self.model is None:
+            raise RuntimeError("load() the adapter before prepare()")
+        xgr = require_xgrammar()
+        if self.grammars is None:
+            vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+            info = tokenizer_info(self.tokenizer, vocab_size)
+            self.grammars = GrammarStore(info, max_threads=max(1, min(4, default_num_threads())))
+            self._stop_ids = set(info.stop_token_ids)
+            self._bitmask = xgr.allocate_token_bitmask(1, vocab_size)
+        return {key: self.grammars.compile_json_schema(key, text) for key, text in schemas.items()}
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self.model = None
+        self._prefixes.clear()
+
+    # --- LoRA -----------------------------------------------------------------------------------
+
+    def _activate_lora(self, lora: str | None) -> contextlib.AbstractContextManager[Any]:
+        if lora is None:
+            if self._loras:
+                return self.model.disable_adapter()
+            return contextlib.nullcontext()
+        if importlib.util.find_spec("peft") is None:
+            raise AdapterUnavailableError(f"LoRA adapter {lora!r} needs the Python package 'peft' "
+                                          "(python -m pip install peft)")
+        folder = str(Path(lora).expanduser().resolve())
+        if not (Path(folder) / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"LoRA folder {lora!r} has no adapter_config.json")
+        if folder not in self._loras:
+            name = f"lora{len(self._loras)}"
+            if not self._loras:
+                from peft import PeftModel
+
+                self.model = PeftModel.from_pretrained(self.model, folder, adapter_name=name, is_trainable=False)
+                self.model.eval()
+            else:
+                self.model.load_adapter(folder, adapter_name=name, is_trainable=False)
+            self._loras[folder] = name
+            log.info("loaded LoRA adapter %s as %s", Path(folder).name, name)
+        self.model.set_adapter(self._loras[folder])
+        return contextlib.nullcontext()
+
+    # --- generation ------------------------------------------------------------------------------
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        cancel = threading.Event()
+        enqueued = time.perf_counter()
+        try:
+            return await self._run(self._generate_sync, request, cancel, enqueued, None)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def emit(piece: str) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, piece)
+
+        future = loop.run_in_executor(self._executor, self._generate_sync, request, cancel, time.perf_counter(), emit)
+        future.add_done_callback(lambda _f: loop.call_soon_threadsafe(queue.put_nowait, None))
+        try:
+            while True:
+                piece = await queue.get()
+                if piece is None:
+                    break
+                yield piece
+            await future  # surface errors
+        finally:
+            if not future.done():
+                cancel.set()
+
+    def render_prompt(self, messages: list[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _prefix_text(self, messages: list[dict[str, str]]) -> str | None:
+        """The prompt text before the last user message's content (system prompt + role header)."""
+        if not messages or messages[-1].get("role") != "user":
+            return None
+        probe = [*messages[:-1], {"role": "user", "content": _SENTINEL}]
+        text = self.render_prompt(probe)
+        head, sep, _ = text.partition(_SENTINEL)
+        return head if sep else None
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _forward(self, ids: list[int], cache: Any, keep: int) -> Any:
+        import torch
+
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
+        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=keep)
+        return out.logits[0].float()
+
+    def _new_cache(self) -> Any:
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config)
+
+    def _cache_for(self, ids: list[int], messages: list[dict[str, str]], lora: str | None) -> tuple[Any, int, dict]:
+        """A cache holding a prefix of ``ids`` and how many ids it holds (always < len(ids))."""
+        info: dict[str, Any] = {"prefix_hit": False, "prefix_tokens": 0, "prefix_copy_s": 0.0}
+        if not self.prefix_cache:
+            return self._new_cache(), 0, info
+        text = self._prefix_text(messages)
+        if text is None:
+            return self._new_cache(), 0, info
+        key = (text, lora)
+        entry = self._prefixes.get(key)
+        if entry is None:
+            prefix_ids = tuple(self._encode(text))
+            started = time.perf_counter()
+            cache = self._new_cache()
+            if prefix_ids:
+                self._forward(list(prefix_ids), cache, 1)
+            entry = _Prefix(prefix_ids, cache, time.perf_counter() - started)
+            self._prefixes[key] = entry
+            log.info("prefix cache built: %d tokens in %.3f s", len(prefix_ids), entry.build_seconds)
+        n = len(entry.ids)
+        if n == 0 or n >= len(ids) or tuple(ids[:n]) != entry.ids:
+            self.stats["prefix_misses"] += 1
+            return self._new_cache(), 0, info
+        started = time.perf_counter()
+        cache = copy.deepcopy(entry.cache)
+        info.update(prefix_hit=True, prefix_tokens=n, prefix_copy_s=time.perf_counter() - started,
+                    prefix_build_s=entry.build_seconds)
+        self.stats["prefix_hits"] += 1
+        return cache, n, info
+
+    def _generate_sync(
+        self, request: GenerationRequest, cancel: threading.Event, enqueued: float,
+        emit: Callable[[str], None] | None,
+    ) -> Generation:
+        import torch
+
+        if cancel.is_set():
+            self.stats["cancelled"] += 1
+            raise GenerationCancelled("cancelled while queued")
+        if self.model is None:
+            raise RuntimeError("the transformers adapter is not loaded")
+        started = time.perf_counter()
+        self.stats["requests"] += 1
+        constrained = request.constrained
+        if constrained and (self.grammars is None or request.schema_key not in self.grammars):
+            raise KeyError(f"grammar {request.schema_key!r} is not prepared")
+        with torch.inference_mode(), self._activate_lora(request.lora):
+            try:
+                return self._decode(request, cancel, started, enqueued, emit)
+            except GenerationCancelled:
+                self.stats["cancelled"] += 1
+                raise
+
+    def _decode(
+        self, request: GenerationRequest, cancel: threading.Event, started: float, enqueued: float,
+        emit: Callable[[str], None] | None,
+    ) -> Generation:
+        xgr = require_xgrammar() if request.constrained else None
+        constrained = request.constrained
+        ids = self._encode(self.render_prompt(request.messages))
+        cache, cached, prefix_info = self._cache_for(ids, request.messages, request.lora)
+
+        matcher = self.grammars.matcher(request.schema_key) if constrained and self.grammars else None
+        bitmask = self._bitmask
+        use_jf = constrained and self.jump_forward
+        mask_s = 0.0
+        mask_calls = 0
+
+        def pick(row: Any) -> int:
+            """Greedy choice on one logits row (1, V), under the grammar when constrained."""
+            nonlocal mask_s, mask_calls
+            if matcher is not None:
+                t0 = time.perf_counter()
+                matcher.fill_next_token_bitmask(bitmask)
+                mask = bitmask if row.device.type == "cpu" else bitmask.to(row.device, non_blocking=True)
+                xgr.apply_token_bitmask_inplace(row, mask)
+                mask_s += time.perf_counter() - t0
+                mask_calls += 1
+            return int(row.argmax(dim=-1)[0])
+
+        t_prefill = time.perf_counter()
+        logits = self._forward(ids[cached:], cache, 1)[-1:]
+        prefill_s = time.perf_counter() - t_prefill
+        out: list[int] = []
+        steps = forced = drafted = 0
+        ttft: float | None = None
+        finish = "length"
+        emitted = ""
+        next_tok: int | None = None
+        max_new = request.max_new_tokens
+
+        def done() -> bool:
+            return matcher is not None and (matcher.is_terminated() or matcher.is_completed())
+
+        def push(tok: int) -> None:
+            nonlocal ttft, emitted
+            out.append(tok)
+            if ttft is None:
+                ttft = time.perf_counter() - started
+            if emit is not None:
+                text = self.tokenizer.decode(out, skip_special_tokens=True)
+                if not text.endswith("\ufffd") and len(text) > len(emitted):
+                    emit(text[len(emitted):])
+                    emitted = text
+
+        while True:
+            if cancel.is_set():
+                raise GenerationCancelled("cancelled")
+            tok = next_tok if next_tok is not None else pick(logits)
+            next_tok = None
+            if matcher is not None:
+                if tok in self._stop_ids:
+                    finish = "stop"
+                    break
+                if not matcher.accept_token(tok):  # cannot happen under the mask; be loud if it does
+                    raise RuntimeError(f"grammar rejected the masked choice {tok}")
+            elif tok in self._eos_ids:
+                finish = "stop"
+                break
+            push(tok)
+            if done():
+                finish = "stop"
+                break
+            if len(out) >= max_new:
+                break
+            draft = jump_forward_draft(matcher, self._encode, max_new - len(out)) if use_jf else []
+            rows = self._forward([tok, *draft], cache, 1 + len(draft))
+            steps += 1
+            drafted += len(draft)
+            accepted = 0
+            for i, candidate in enumerate(draft):
+                if self.jump_forward_mode == "force":
+                    # commit the grammar's tokenization as is (fewer steps; may differ from greedy)
+                    if not matcher.accept_token(candidate):
+                        break
+                else:
+                    choice = pick(rows[i:i + 1])
+                    if choice != candidate or not matcher.accept_token(candidate):
+                        next_tok = choice
+                        break
+                accepted += 1
+                forced += 1
+                push(candidate)
+                if done() or len(out) >= max_new:
+                    break
+            if done():
+                finish = "stop"
+                break
+            if len(out) >= max_new:
+                break
+            if accepted < len(draft):
+                _crop(cache, len(ids) + len(out))
+            logits = rows[accepted:accepted + 1]
+
+        if emit is not None:
+            text = self.tokenizer.decode(out, skip_special_tokens=True)
+            if len(text) > len(emitted):
+                emit(text[len(emitted):])
+        total = time.perf_counter() - started
+        text = self.tokenizer.decode(out, skip_special_tokens=True)
+        decode_s = max(total - prefill_s - prefix_info["prefix_copy_s"], 0.0)
+        return Generation(
+            text=text,
+            finish_reason=finish,
+            prompt_tokens=len(ids),
+            completion_tokens=len(out),
+            time_to_first_token_s=ttft,
+            mask_seconds=mask_s,
+            forced_tokens=forced,
+            model_steps=steps + 1,  # + the prefill step that yields the first token
+            extra={
+                **prefix_info,
+                "prefill_tokens": len(ids) - cached,
+                "prefill_s": prefill_s,
+                "decode_s": decode_s,
+                "total_s": total,
+                "queue_s": started - enqueued,
+                "mask_calls": mask_calls,
+                "drafted_tokens": drafted,
+                "jump_forward": use_jf,
+            },
+        )
