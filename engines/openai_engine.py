@@ -209,7 +209,7 @@ def schema_matches_contract(pass_: str, schema: Any) -> bool:
 
 
 def destrict(pass_: str, document: Any) -> Any:
-    """Drop the ``null`` values that the strict form added for optional keys (guided by the typed schema)."""
+    """Drop the ``null`` values of optional keys (the strict form makes every key required); guided by the typed schema."""
     schema = json.loads(_typed_schema_cached(pass_))
     return _destrict(document, schema, schema.get("$defs", {}))
 
@@ -258,8 +258,10 @@ def _destrict(value: Any, schema: Any, defs: dict[str, Any]) -> Any:
             spec = props.get(key)
             if spec is None:
                 out[key] = sub
-            elif sub is None and key not in required and not _allows_null(spec, defs):
-                continue  # added by the strict form
+            elif sub is None and key not in required:
+                # The strict form makes every key required; an optional key the model had no value for
+                # comes back as null. The oracle never writes null into an optional key, so drop it.
+                continue
             else:
                 out[key] = _destrict(sub, spec, defs)
         return out

@@ -1,0 +1,206 @@
+"""The OpenAI-compatible API (service.md 2.2) with the official ``openai`` client, unchanged but for base_url."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from contracts.vocab import CONTRACT_VERSION
+from engines.openai_engine import contract_schema, strict_schema
+
+HOTELS = {"event_type": "user_message", "event_payload": {"text": "hotels in Paris for 2 adults"},
+          "slot_state": {"check_in_date": "2026-05-01", "check_out_date": "2026-05-04"}}
+
+
+@pytest.fixture(scope="module")
+def client(default_server: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=default_server + "/v1", api_key="unused", max_retries=0)
+
+
+def _messages(payload: Any) -> list[dict[str, str]]:
+    return [{"role": "system", "content": "You are a travel planner. (ignored by the server)"},
+            {"role": "user", "content": json.dumps(payload)}]
+
+
+def test_models_lists_passes_and_aliases(client: openai.OpenAI) -> None:
+    ids = {m.id for m in client.models.list()}
+    assert {"travel-extract", "travel-render", "gpt-4o", "gpt-4o-mini"} <= ids
+    assert client.models.retrieve("travel-render").id == "travel-render"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-model")
+
+
+def test_plain_completions_equal_the_planner_endpoints(client: openai.OpenAI, default_server: str,
+                                                       reference_records: list) -> None:
+    for record in reference_records[::9]:
+        turn = record["input"]
+        planner_ex = httpx.post(default_server + "/extract", json={"turn": turn}).json()
+        planner_rd = httpx.post(default_server + "/render", json={"turn": turn}).json()
+
+        ex = client.chat.completions.create(model="travel-extract", messages=_messages(turn))
+        assert ex.object == "chat.completion"
+        assert ex.choices[0].finish_reason == "stop"
+        assert json.loads(ex.choices[0].message.content or "") == planner_ex["extract"]
+        assert ex.system_fingerprint == f"deterministic:none:oracle:{CONTRACT_VERSION}"
+        assert ex.usage is not None and ex.usage.completion_tokens > 0
+        assert ex.usage.total_tokens == ex.usage.prompt_tokens + ex.usage.completion_tokens
+
+        rd = client.chat.completions.create(model="travel-render", messages=_messages({"turn": turn}))
+        assert json.loads(rd.choices[0].message.content or "") == planner_rd["render"]
+
+        # with the extraction and tool_summary given, the render equals the label
+        rd2 = client.chat.completions.create(model="travel-render", messages=_messages(
+            {"turn": turn, "extraction": record["expected"]["extract"],
+             "tool_summary": record["expected"]["tool_summary"]}))
+        assert json.loads(rd2.choices[0].message.content or "") == record["expected"]["render"]
+
+
+def test_streaming_both_passes(client: openai.OpenAI, default_server: str) -> None:
+    planner_ex = httpx.post(default_server + "/extract", json={"turn": HOTELS}).json()["extract"]
+    planner_rd = httpx.post(default_server + "/render", json={"turn": HOTELS}).json()["render"]
+    for model, payload, expected in (("travel-extract", HOTELS, planner_ex),
+                                     ("travel-render", {"turn": HOTELS}, planner_rd)):
+        stream = client.chat.completions.create(model=model, messages=_messages(payload), stream=True,
+                                                stream_options={"include_usage": True})
+        pieces, finish, usage = [], None, None
+        for chunk in stream:
+            assert chunk.object == "chat.completion.chunk"
+            if chunk.usage is not None:
+                usage = chunk.usage
+            for choice in chunk.choices:
+                if choice.delta.content:
+                    pieces.append(choice.delta.content)
+                finish = choice.finish_reason or finish
+        assert json.loads("".join(pieces)) == expected
+        assert finish == "stop"
+        assert usage is not None and usage.completion_tokens > 0
+
+
+def test_raw_stream_ends_with_done(default_server: str) -> None:
+    with httpx.stream("POST", default_server + "/v1/chat/completions",
+                      json={"model": "gpt-4o", "stream": True, "messages": _messages(HOTELS)}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in r.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    assert all(line.startswith("data: ") for line in lines)
+    first = json.loads(lines[0][len("data: "):])
+    assert first["choices"][0]["delta"]["role"] == "assistant"
+
+
+def test_aliases_select_the_pass(client: openai.OpenAI, live_server: Any) -> None:
+    ex = client.chat.completions.create(model="gpt-4o", messages=_messages(HOTELS))
+    assert "render_intent" in json.loads(ex.choices[0].message.content or "")
+    rd = client.chat.completions.create(model="gpt-4o-mini", messages=_messages({"turn": HOTELS}))
+    assert "widgets" in json.loads(rd.choices[0].message.content or "")
+    # configured aliases
+    base = live_server({"model_aliases": {"planner-extract": "extract"}})
+    custom = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0)
+    assert {m.id for m in custom.models.list()} == {"travel-extract", "travel-render", "planner-extract"}
+    out = custom.chat.completions.create(model="planner-extract", messages=_messages(HOTELS))
+    assert out.model == "planner-extract"
+    with pytest.raises(openai.NotFoundError):
+        custom.chat.completions.create(model="gpt-4o", messages=_messages(HOTELS))
+
+
+@pytest.mark.parametrize("pass_", ["extract", "render"])
+def test_response_format_contract_schemas_are_accepted(client: openai.OpenAI, pass_: str) -> None:
+    model = f"travel-{pass_}"
+    payload = HOTELS if pass_ == "extract" else {"turn": HOTELS}
+    exported = json.loads(
+        (__import__("pathlib").Path(__file__).resolve().parent.parent / "contracts" / "schemas"
+         / f"{pass_}_output.schema.json").read_text()
+    ) if (__import__("pathlib").Path(__file__).resolve().parent.parent / "contracts" / "schemas"
+          / f"{pass_}_output.schema.json").is_file() else contract_schema(pass_)
+    formats: list[dict[str, Any]] = [
+        {"type": "json_object"},
+        {"type": "json_schema", "json_schema": {"name": pass_, "schema": contract_schema(pass_)}},
+        {"type": "json_schema", "json_schema": {"name": pass_, "strict": True, "schema": strict_schema(pass_)}},
+        {"type": "json_schema", "json_schema": {"name": pass_, "schema": exported}},
+    ]
+    # key order and annotations do not matter
+    reordered = json.loads(json.dumps(contract_schema(pass_), sort_keys=True))
+    reordered.pop("title", None)
+    reordered.pop("description", None)
+    formats.append({"type": "json_schema", "json_schema": {"name": pass_, "schema": reordered}})
+    for fmt in formats:
+        out = client.chat.completions.create(model=model, messages=_messages(payload), response_format=fmt)  # type: ignore[arg-type]
+        assert json.loads(out.choices[0].message.content or "")
+
+
+def test_a_foreign_schema_is_refused_with_400(client: openai.OpenAI) -> None:
+    foreign = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="travel-extract", messages=_messages(HOTELS), response_format={
+            "type": "json_schema", "json_schema": {"name": "x", "schema": foreign}})
+    err = info.value.body
+    assert isinstance(err, dict) and err["code"] == "unsupported_response_format"
+    assert err["param"] == "response_format.json_schema.schema"
+    # the render schema on the extract pass is foreign too
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="travel-extract", messages=_messages(HOTELS), response_format={
+            "type": "json_schema", "json_schema": {"name": "x", "schema": contract_schema("render")}})
+    # a subtly changed contract schema (one enum value dropped) is foreign
+    changed = contract_schema("extract")
+    changed["$defs"]["PlainIntent"]["properties"]["kind"]["enum"] = \
+        changed["$defs"]["PlainIntent"]["properties"]["kind"]["enum"][1:]
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="travel-extract", messages=_messages(HOTELS), response_format={
+            "type": "json_schema", "json_schema": {"name": "x", "schema": changed}})
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="travel-extract", messages=_messages(HOTELS),
+                                       extra_body={"structured_outputs": {"json": foreign}})
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="travel-extract", messages=_messages(HOTELS),
+                                       extra_body={"guided_json": foreign})
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="travel-extract", messages=_messages(HOTELS),
+                                       response_format={"type": "xml"})  # type: ignore[arg-type, typeddict-item]
+
+
+def test_bad_inputs_have_the_openai_error_shape(default_server: str) -> None:
+    url = default_server + "/v1/chat/completions"
+
+    def check(r: httpx.Response, status: int) -> dict[str, Any]:
+        assert r.status_code == status, r.text
+        err = r.json()["error"]
+        assert set(err) == {"message", "type", "param", "code"}
+        assert "Traceback" not in r.text
+        return err
+
+    check(httpx.post(url, content=b"{nope", headers={"Content-Type": "application/json"}), 400)
+    err = check(httpx.post(url, json={"model": "travel-extract",
+                                      "messages": [{"role": "user", "content": "not json"}]}), 400)
+    assert err["param"] == "messages.0.content" and err["code"] == "invalid_json"
+    err = check(httpx.post(url, json={"model": "travel-extract", "messages": _messages({"event_payload": "x"})}),
+                422)
+    assert err["param"] == "messages.1.content.event_payload"
+    err = check(httpx.post(url, json={"model": "travel-render", "messages": _messages({"turn": {},
+                                                                                      "extraction": {}})}), 422)
+    assert err["param"].startswith("messages.1.content.extraction")
+    check(httpx.post(url, json={"model": "travel-render", "messages": _messages(HOTELS)}), 422)  # not {turn}
+    check(httpx.post(url, json={"model": "travel-extract", "messages": []}), 422)
+    check(httpx.post(url, json={"messages": _messages(HOTELS)}), 422)
+    err = check(httpx.post(url, json={"model": "travel-extract",
+                                      "messages": [{"role": "system", "content": "{}"}]}), 400)
+    assert err["code"] == "missing_user_message"
+    check(httpx.post(url, json={"model": "unknown", "messages": _messages(HOTELS)}), 404)
+    check(httpx.post(url, json={"model": "travel-extract", "n": 2, "messages": _messages(HOTELS)}), 400)
+    check(httpx.post(url, json={"model": "travel-extract", "messages": _messages(HOTELS)},
+                     headers={"X-Engine": "bogus"}), 400)
+
+
+def test_content_parts_and_the_last_user_message(client: openai.OpenAI) -> None:
+    parts = [{"type": "text", "text": json.dumps(HOTELS)}]
+    a = client.chat.completions.create(model="travel-extract", messages=[{"role": "user", "content": parts}])
+    b = client.chat.completions.create(model="travel-extract", messages=[
+        {"role": "user", "content": json.dumps({"event_payload": {"text": "flights to Miami"}})},
+        {"role": "assistant", "content": "{}"},
+        {"role": "user", "content": json.dumps(HOTELS)},
+    ])
+    assert a.choices[0].message.content == b.choices[0].message.content
+    assert "hotelbeds.search_hotels" in (a.choices[0].message.content or "")

@@ -1,0 +1,253 @@
+"""The ``openai`` engine against real HTTP upstreams: a second instance of this server, and small
+scripted servers that misbehave. Every failure must serve the deterministic output with the right
+``fallback_reason``; the circuit breaker must open and close."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+
+from engines.deterministic.extract import extract as oracle_extract
+from engines.openai_engine import _resolve, destrict, strict_schema
+from tests.conftest import completion
+
+TURN = {"event_type": "user_message", "event_payload": {"text": "hotels in Paris for 2 adults"},
+        "slot_state": {"check_in_date": "2026-05-01", "check_out_date": "2026-05-04"}}
+
+
+def _openai_settings(base_url: str, **extra: Any) -> dict[str, Any]:
+    return {"extraction_engine": "openai", "render_engine": "openai",
+            "openai": {"base_url": base_url, "model_extract": "travel-extract", "model_render": "travel-render",
+                       **extra.pop("openai", {})}, **extra}
+
+
+def _oracle(base: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    return httpx.post(base + path, json=body, headers={"X-Engine": "deterministic"}).json()
+
+
+def test_second_instance_of_this_server_as_upstream(live_server: Any, reference_records: list) -> None:
+    upstream = live_server()
+    for mode in ("response_format", "vllm"):
+        base = live_server(_openai_settings(upstream + "/v1", openai={"structured_outputs": mode}),
+                           env={"OPENAI_API_KEY": "sk-test-upstream-key"})
+        ready = httpx.get(base + "/readyz")
+        assert ready.status_code == 200, ready.text
+        for record in reference_records[::11]:
+            turn = record["input"]
+            ex = httpx.post(base + "/extract", json={"turn": turn})
+            assert ex.status_code == 200
+            body = ex.json()
+            assert body["llm_contract"]["engine"] == "openai"
+            assert body["llm_contract"]["adapter"] == "http"
+            assert body["llm_contract"]["fallback_used"] is False, body["llm_contract"]
+            assert body["extract"] == record["expected"]["extract"]
+            rd = httpx.post(base + "/render", json={"turn": turn, "extraction": body["extract"],
+                                                     "tool_summary": record["expected"]["tool_summary"]})
+            assert rd.json()["llm_contract"]["fallback_used"] is False, rd.json()["llm_contract"]
+            assert rd.json()["render"] == record["expected"]["render"]
+        # the OpenAI route of the downstream server, served through the upstream
+        chat = httpx.post(base + "/v1/chat/completions", json={
+            "model": "travel-extract", "messages": [{"role": "user", "content": json.dumps(TURN)}]}).json()
+        assert chat["system_fingerprint"].startswith("openai:http:")
+        assert chat["usage"]["prompt_tokens"] > 0
+
+
+def test_request_shape_key_and_vllm_field(live_server: Any, scripted_upstream: Any) -> None:
+    def answer(body: dict[str, Any]) -> tuple[int, Any, float]:
+        turn = json.loads(body["messages"][-1]["content"])
+        return 200, completion(json.dumps(oracle_extract(turn))), 0.0
+
+    with scripted_upstream(answer) as up:
+        base = live_server(_openai_settings(up.base_url, openai={"structured_outputs": "vllm",
+                                                                 "model_extract": "small-extract"}),
+                           env={"OPENAI_API_KEY": "sk-live-abcdef123456"})
+        r = httpx.post(base + "/extract", json={"turn": TURN})
+        assert r.status_code == 200
+        assert r.json()["llm_contract"]["fallback_used"] is False
+        sent = up.requests[-1]
+        assert sent["model"] == "small-extract"
+        assert [m["role"] for m in sent["messages"]] == ["system", "user"]
+        assert json.loads(sent["messages"][1]["content"])["event_payload"] == TURN["event_payload"]
+        fmt = sent["response_format"]
+        assert fmt["type"] == "json_schema"
+        assert fmt["json_schema"]["strict"] is True
+        assert fmt["json_schema"]["schema"] == strict_schema("extract")
+        assert sent["structured_outputs"] == {"json": strict_schema("extract")}
+        assert up.headers[-1]["authorization"] == "Bearer sk-live-abcdef123456"
+        health = httpx.get(base + "/healthz").text
+        assert "sk-live-abcdef123456" not in health
+        assert json.loads(health)["engines"]["openai"]["ready"] is True
+
+
+SCHEMA_INVALID = {"slot_updates": {"nights": "three"}, "tool_requests": [], "render_intent": {"kind": "summary"}}
+OUT_OF_VOCAB = {"slot_updates": {}, "tool_requests": [{"tool": "mcp/amadeus.search_hotels", "arguments": {}}],
+                "render_intent": {"kind": "show_hotels"}}
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        ((200, completion("{not json at all"), 0.0), "invalid_json"),
+        ((200, completion(json.dumps(SCHEMA_INVALID)), 0.0), "schema_invalid"),
+        ((200, completion(json.dumps(OUT_OF_VOCAB)), 0.0), "out_of_vocab"),
+        ((200, completion('{"slot_updates": {"region": {"label": "Par', finish_reason="length"), 0.0), "truncated"),
+        ((500, {"error": {"message": "upstream exploded", "type": "server_error"}}, 0.0), "error"),
+        ((200, b"<html>not an API</html>", 0.0), "error"),
+        ((200, completion(json.dumps(oracle_extract(TURN))), 1.0), "timeout"),
+    ],
+    ids=["invalid_json", "schema_invalid", "out_of_vocab", "truncated", "http_500", "not_a_completion", "timeout"],
+)
+def test_upstream_failures_fall_back_to_the_oracle(live_server: Any, scripted_upstream: Any,
+                                                   reply: tuple[int, Any, float], reason: str) -> None:
+    with scripted_upstream(lambda body: reply) as up:
+        base = live_server(_openai_settings(up.base_url, openai={"timeout_ms_extract": 200}))
+        r = httpx.post(base + "/extract", json={"turn": TURN})
+        assert r.status_code == 200
+        body = r.json()
+        assert body["llm_contract"]["fallback_used"] is True
+        assert body["llm_contract"]["fallback_reason"] == reason
+        assert body["llm_contract"]["engine"] == "openai"
+        assert body["extract"] == _oracle(base, "/extract", {"turn": TURN})["extract"]
+        assert body["schema_valid"] is True
+        assert len(up.requests) == 1
+
+
+def test_connection_refused_is_error(live_server: Any) -> None:
+    from tests.conftest import free_socket
+
+    sock = free_socket()  # bound, never listening: connections are refused
+    port = sock.getsockname()[1]
+    try:
+        base = live_server(_openai_settings(f"http://127.0.0.1:{port}/v1"))
+        body = httpx.post(base + "/render", json={"turn": TURN}).json()
+        assert body["llm_contract"]["fallback_reason"] == "error"
+        assert body["render"] == _oracle(base, "/render", {"turn": TURN})["render"]
+    finally:
+        sock.close()
+
+
+def test_circuit_breaker_opens_and_closes(live_server: Any, scripted_upstream: Any) -> None:
+    mode = {"fail": True}
+
+    def answer(body: dict[str, Any]) -> tuple[int, Any, float]:
+        if mode["fail"]:
+            return 503, {"error": {"message": "overloaded"}}, 0.0
+        return 200, completion(json.dumps(oracle_extract(json.loads(body["messages"][-1]["content"])))), 0.0
+
+    with scripted_upstream(answer) as up:
+        base = live_server(_openai_settings(up.base_url, fallback={"failure_threshold": 2, "cooldown_s": 0.5}))
+
+        def reason() -> str | None:
+            return httpx.post(base + "/extract", json={"turn": TURN}).json()["llm_contract"]["fallback_reason"]
+
+        assert [reason(), reason()] == ["error", "error"]
+        assert len(up.requests) == 2
+        assert reason() == "circuit_open"
+        assert reason() == "circuit_open"
+        assert len(up.requests) == 2  # the open circuit skipped the upstream
+        circuit = httpx.get(base + "/healthz").json()["engines"]["openai"]["circuit"]
+        assert circuit["extract"] == "open" and circuit["render"] == "closed"
+
+        mode["fail"] = False
+        time.sleep(0.6)  # past the cooldown: half-open, one trial goes through
+        assert reason() is None
+        assert len(up.requests) == 3
+        assert httpx.get(base + "/healthz").json()["engines"]["openai"]["circuit"]["extract"] == "closed"
+        assert reason() is None
+
+
+def test_the_upstream_key_never_leaks(live_server: Any, scripted_upstream: Any, caplog: Any) -> None:
+    key = "sk-proj-SECRET0123456789"
+
+    def answer(body: dict[str, Any]) -> tuple[int, Any, float]:
+        return 401, {"error": {"message": f"Incorrect API key provided: {key}", "type": "invalid_request_error"}}, 0.0
+
+    caplog.set_level(logging.DEBUG)
+    with scripted_upstream(answer) as up:
+        base = live_server(_openai_settings(up.base_url), env={"OPENAI_API_KEY": key})
+        app = live_server.apps[base]
+        r = httpx.post(base + "/extract", json={"turn": TURN})
+        assert r.json()["llm_contract"]["fallback_reason"] == "error"
+        texts = [r.text, httpx.get(base + "/healthz").text, httpx.get(base + "/metrics").text,
+                 httpx.get(base + "/readyz").text, caplog.text]
+        assert all(key not in t for t in texts)
+        # the engine keeps the upstream message, scrubbed
+        served = await_extract(app, TURN)
+        assert served.fallback_reason == "error" and key not in (served.error or "")
+        assert "[REDACTED]" in (served.error or "")
+
+
+def await_extract(app: Any, turn: dict[str, Any]) -> Any:
+    """Run one pass on the app's own runner from this thread (the server's loop is another thread)."""
+    import asyncio
+
+    return asyncio.run(_on_fresh_engine(app, turn))
+
+
+async def _on_fresh_engine(app: Any, turn: dict[str, Any]) -> Any:
+    from engines.fallback import PassRunner
+    from engines.openai_engine import OpenAIEngine
+
+    engine = OpenAIEngine(app.state.settings.openai)
+    engine._api_key = app.state.runner.engines["openai"]._api_key  # the key the server read from its env
+    await engine.start()
+    try:
+        return await PassRunner({"openai": engine}).extract(turn, "openai")
+    finally:
+        await engine.aclose()
+
+
+# --- strict form <-> contract -----------------------------------------------------------------------------
+
+
+def _fill_nulls(value: Any, schema: Any, defs: dict[str, Any]) -> Any:
+    """What a strict-mode model answers: every optional key present, null when it has no value."""
+    schema = _resolve(schema, defs)
+    if not isinstance(schema, dict):
+        return value
+    if "anyOf" in schema:
+        if value is None:
+            return None
+        for branch in schema["anyOf"]:
+            if _resolve(branch, defs).get("type") == "null":
+                continue
+            filled = _fill_nulls(value, branch, defs)
+            if jsonschema.Draft202012Validator({"$defs": defs, **branch}).is_valid(filled):
+                return filled
+        return value
+    if isinstance(value, dict) and "properties" in schema:
+        return {k: _fill_nulls(value.get(k), sub, defs) for k, sub in schema["properties"].items()}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_fill_nulls(v, schema["items"], defs) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("pass_", ["extract", "render"])
+def test_strict_form_round_trip_on_reference_outputs(pass_: str, reference_records: list) -> None:
+    schema = strict_schema(pass_)
+    defs = schema.get("$defs", {})
+    validator = jsonschema.Draft202012Validator(schema)
+    changed = free_form = 0
+    for record in reference_records:
+        document = record["expected"][pass_]
+        strict_answer = _fill_nulls(document, schema, defs)
+        validator.validate(strict_answer)  # the strict form admits every contract document
+        changed += strict_answer != document
+        if any(w["widget_type"] == "itinerary_summary" and w["payload"].get("traveller_party")
+               for w in document.get("widgets", [])):
+            # ``traveller_party`` is "any object" in the contract: strict mode cannot express an open
+            # object, so the strict form closes it to {} (still a valid document, with less in it)
+            free_form += 1
+            back = destrict(pass_, strict_answer)
+            summary = next(w for w in back["widgets"] if w["widget_type"] == "itinerary_summary")
+            assert summary["payload"]["traveller_party"] == {}
+            continue
+        assert destrict(pass_, strict_answer) == document, record["id"]
+    assert changed > 0  # the strict form really differs (nulls were added), so the round trip means something
+    assert free_form < len(reference_records) / 4
