@@ -161,7 +161,15 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
-        return error_response(request.url.path, exc.status_code, message, headers=getattr(exc, "headers", None))
+        detail = None
+        if exc.status_code == 422:  # 422 always carries field-level entries (FastAPI's HTTPValidationError)
+            if isinstance(exc.detail, list):
+                detail = field_errors(exc.detail)
+            else:
+                detail = [{"loc": [], "msg": message, "type": "value_error"}]
+            message = summary(detail)
+        return error_response(request.url.path, exc.status_code, message, detail=detail,
+                              headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

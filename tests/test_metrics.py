@@ -1,0 +1,126 @@
+"""``/metrics`` (service.md section 6): parsed with prometheus-client's parser; histograms move with traffic."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from engines.fallback import Served
+from server.metrics import LATENCY_BUCKETS, Metrics
+
+TURN = {"event_type": "user_message", "event_payload": {"text": "flights to Miami"}, "slot_state": {}}
+
+
+def _families(text: str) -> dict[str, Any]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def _value(families: dict[str, Any], family: str, sample: str, **labels: str) -> float:
+    fam = families.get(family)
+    if fam is None:
+        return 0.0
+    return sum(s.value for s in fam.samples if s.name == sample and all(s.labels.get(k) == v
+                                                                       for k, v in labels.items()))
+
+
+def test_metrics_parse_and_move_with_traffic(live_server: Any) -> None:
+    base = live_server()
+    before = _families(httpx.get(base + "/metrics").text)
+    expected = {
+        "travel_slm_request_duration_seconds", "travel_slm_requests", "travel_slm_fallback",
+        "travel_slm_schema_invalid", "travel_slm_inflight", "travel_slm_generated_tokens",
+        "travel_slm_time_to_first_token_seconds", "travel_slm_grammar_compile_seconds", "travel_slm_mask_seconds",
+        "travel_slm_shadow_runs", "travel_slm_shadow_agreement", "travel_slm_shadow_duration_seconds",
+    }
+    assert expected <= set(before), expected - set(before)
+    assert before["travel_slm_request_duration_seconds"].type == "histogram"
+    assert before["travel_slm_requests"].type == "counter"
+    assert before["travel_slm_inflight"].type == "gauge"
+
+    for _ in range(5):
+        assert httpx.post(base + "/extract", json={"turn": TURN}).status_code == 200
+    for _ in range(3):
+        assert httpx.post(base + "/render", json={"turn": TURN}).status_code == 200  # extract + render passes
+    httpx.post(base + "/extract", json={"turn": {"event_payload": 1}})  # 422
+    httpx.post(base + "/extract", json={"turn": TURN}, headers={"X-Engine": "slm"})  # fallback: unavailable
+    httpx.post(base + "/v1/chat/completions", json={"model": "travel-render", "messages": [
+        {"role": "user", "content": json.dumps({"turn": TURN})}]})
+
+    after = _families(httpx.get(base + "/metrics").text)
+    hist = "travel_slm_request_duration_seconds"
+    ex_count = _value(after, hist, hist + "_count", **{"pass": "extract", "engine": "deterministic", "outcome": "ok"})
+    rd_count = _value(after, hist, hist + "_count", **{"pass": "render", "engine": "deterministic", "outcome": "ok"})
+    assert ex_count == 5 + 3 + 1  # /extract x5, the extract-first of /render x3, the chat render x1
+    assert rd_count == 3 + 1
+    assert _value(after, hist, hist + "_sum", **{"pass": "extract"}) > 0
+    # cumulative buckets: monotone, and +Inf equals the count
+    buckets = sorted(((float(s.labels["le"]), s.value) for s in after[hist].samples
+                      if s.name == hist + "_bucket" and s.labels["pass"] == "extract"
+                      and s.labels["engine"] == "deterministic" and s.labels["outcome"] == "ok"))
+    assert [b[0] for b in buckets][:-1] == list(LATENCY_BUCKETS) and buckets[-1][0] == float("inf")
+    assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:], strict=False))
+    assert buckets[-1][1] == ex_count
+
+    req = "travel_slm_requests"
+    assert _value(after, req, req + "_total", **{"pass": "extract", "status": "200"}) == 6
+    assert _value(after, req, req + "_total", **{"pass": "extract", "status": "422"}) == 1
+    assert _value(after, req, req + "_total", **{"pass": "render", "engine": "deterministic", "status": "200"}) == 4
+    fb = "travel_slm_fallback"
+    assert _value(after, fb, fb + "_total", **{"pass": "extract", "engine": "slm", "reason": "unavailable"}) == 1
+    assert _value(after, "travel_slm_inflight", "travel_slm_inflight") == 0
+
+    # label values stay in bounded sets
+    for family in after.values():
+        for sample in family.samples:
+            for key, value in sample.labels.items():
+                assert len(value) <= 32, (family.name, key, value)
+            if "engine" in sample.labels:
+                assert sample.labels["engine"] in {"deterministic", "slm", "openai", "none", "other"}
+
+
+def test_metrics_methods_for_shadow_and_slm() -> None:
+    m = Metrics()
+    m.shadow_run("extract", "compared")
+    m.shadow_run("render", "dropped")
+    m.shadow_run("render", "something-unbounded")
+    m.shadow_agreement("extract", "tool_match", True)
+    m.shadow_agreement("extract", "slot_match", False)
+    m.shadow_agreement("extract", "free text field", True)
+    m.shadow_duration("extract", "slm", 0.012)
+    m.grammar_compile("render", "transformers", 0.4)
+    served = Served("extract", {}, "slm", "transformers", "smollm2", completion_tokens=40, time_to_first_token_s=0.02,
+                    latency_ms=120.0, extra={"mask_seconds": 0.004, "model_steps": 20})
+    m.observe_served(served)
+    fams = _families(m.render()[0].decode())
+    runs = "travel_slm_shadow_runs"
+    assert _value(fams, runs, runs + "_total", **{"pass": "extract", "outcome": "compared"}) == 1
+    assert _value(fams, runs, runs + "_total", **{"pass": "render", "outcome": "other"}) == 1
+    agr = "travel_slm_shadow_agreement"
+    assert _value(fams, agr, agr + "_total", field="tool_match", result="match") == 1
+    assert _value(fams, agr, agr + "_total", field="slot_match", result="mismatch") == 1
+    assert _value(fams, agr, agr + "_total", field="other") == 1
+    dur = "travel_slm_shadow_duration_seconds"
+    assert _value(fams, dur, dur + "_count", engine="slm") == 1
+    tok = "travel_slm_generated_tokens"
+    assert _value(fams, tok, tok + "_total", **{"pass": "extract", "adapter": "transformers"}) == 40
+    mask = "travel_slm_mask_seconds"
+    assert _value(fams, mask, mask + "_count", adapter="transformers") == 1
+    assert abs(_value(fams, mask, mask + "_sum", adapter="transformers") - 0.0002) < 1e-9  # per-token mean
+    ttft = "travel_slm_time_to_first_token_seconds"
+    assert _value(fams, ttft, ttft + "_count", **{"pass": "extract"}) == 1
+    assert _value(fams, "travel_slm_grammar_compile_seconds", "travel_slm_grammar_compile_seconds_count") == 1
+
+    summary = m.latency_summary()
+    assert summary["extract"]["slm"]["count"] == 1
+    p50 = summary["extract"]["slm"]["p50_ms"]
+    assert p50 is not None and 100.0 <= p50 <= 150.0  # inside the bucket that holds 120 ms
+
+
+def test_each_app_has_its_own_registry() -> None:
+    a, b = Metrics(), Metrics()
+    a.shadow_run("extract", "compared")
+    fams = _families(b.render()[0].decode())
+    assert _value(fams, "travel_slm_shadow_runs", "travel_slm_shadow_runs_total") == 0
