@@ -100,7 +100,7 @@ OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def is_openai_path(path: str) -> bool:
-    return path.startswith("/v1/") and not path.startswith("/v1/shadow")
+    return path.startswith("/v1/") and not path.startswith(("/v1/shadow", "/v1/stats"))
 
 
 def error_body(path: str, status: int, message: str, *, code: str | None = None, param: str | None = None,
