@@ -65,6 +65,16 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def uvicorn_config(app: Any, host: str, port: int, log_level: str) -> Any:
+    """The uvicorn settings of ``travel-slm serve`` (the serve benchmark runs its echo baseline with them too)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, log_level=log_level, lifespan="on",
+        server_header=False, timeout_graceful_shutdown=10,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
@@ -81,10 +91,6 @@ def run(args: argparse.Namespace) -> int:
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
     configure_logging(settings.log_level, secrets=[api_key])
     app = create_app(settings)
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-        log_level=settings.log_level, lifespan="on", server_header=False, timeout_graceful_shutdown=10,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, settings.host, settings.port, settings.log_level))
     server.run()
     return 0 if server.started else 1
