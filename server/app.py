@@ -86,9 +86,20 @@ class EngineSet:
             else:
                 self.started.add(name)
                 log.info("engine started", extra={"engine": name, "seconds": round(time.perf_counter() - t0, 3)})
+                self._observe_compile(engine)
             self.metrics.set_engine_ready(name, self.ready_engine(name)[0])
 
         await asyncio.gather(*(_one(n, e) for n, e in self.engines.items()))
+
+    def _observe_compile(self, engine: Engine) -> None:
+        """Grammar compile times an engine reports after start (``{grammar key: seconds}``)."""
+        compiled = getattr(engine, "grammar_compile_seconds", None)
+        if not isinstance(compiled, dict):
+            return
+        for key, seconds in compiled.items():
+            if isinstance(seconds, int | float):
+                pass_ = "extract" if str(key).startswith("extract") else "render"
+                self.metrics.grammar_compile(pass_, str(getattr(engine, "adapter", "none")), float(seconds))
 
     def ready_engine(self, name: str) -> tuple[bool, str]:
         if name == "deterministic":

@@ -57,7 +57,8 @@ class RenderResponse(BaseModel):
 
 XEngine = Annotated[
     str | None,
-    Header(alias="X-Engine", description="Per-request engine override: deterministic, slm or openai."),
+    Header(alias="X-Engine", description="Per-request engine override: deterministic, slm or openai "
+           "(any other value is refused with 400).", json_schema_extra={"enum": list(ENGINE_NAMES)}),
 ]
 
 
