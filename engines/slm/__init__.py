@@ -1,0 +1,1 @@
+"""The ``slm`` engine: local small models under grammar-constrained decoding (see ``engine.py``)."""
