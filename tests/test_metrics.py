@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -57,11 +58,11 @@ def test_metrics_parse_and_move_with_traffic(live_server: Any) -> None:
     assert rd_count == 3 + 1
     assert _value(after, hist, hist + "_sum", **{"pass": "extract"}) > 0
     # cumulative buckets: monotone, and +Inf equals the count
-    buckets = sorted(((float(s.labels["le"]), s.value) for s in after[hist].samples
+    buckets = sorted((float(s.labels["le"]), s.value) for s in after[hist].samples
                       if s.name == hist + "_bucket" and s.labels["pass"] == "extract"
-                      and s.labels["engine"] == "deterministic" and s.labels["outcome"] == "ok"))
+                      and s.labels["engine"] == "deterministic" and s.labels["outcome"] == "ok")
     assert [b[0] for b in buckets][:-1] == list(LATENCY_BUCKETS) and buckets[-1][0] == float("inf")
-    assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:], strict=False))
+    assert all(a[1] <= b[1] for a, b in itertools.pairwise(buckets))
     assert buckets[-1][1] == ex_count
 
     req = "travel_slm_requests"
