@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from contracts.widgets import TYPED_ENVELOPES, Envelope
 
@@ -14,7 +14,7 @@ class ToolSummaryIn(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    ok: bool = True
+    ok: StrictBool = True
     tool: str = ""
     data: dict[str, Any] = Field(default_factory=dict)
 

@@ -33,12 +33,14 @@ class Turn(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    event_type: str = Field(default="user_message", description="user_message, user_widget_submit, "
-                            "user_widget_cta_click; any other string behaves like user_message.")
-    event_payload: dict[str, Any] = Field(default_factory=dict, description="text/message/label, "
-                                          "submitted_value/value, action_id.")
-    slot_state: dict[str, Any] = Field(default_factory=dict, description="Pre-turn slots: a flat dict or "
-                                       "the Firestore read envelope {found, path, document: {data}}.")
+    event_type: str | None = Field(default="user_message", description="user_message, user_widget_submit, "
+                            "user_widget_cta_click; any other string behaves like user_message; null means "
+                            "user_message.")
+    event_payload: dict[str, Any] | None = Field(default_factory=dict, description="text/message/label, "
+                                                 "submitted_value/value, action_id; null means {}.")
+    slot_state: dict[str, Any] | None = Field(default_factory=dict, description="Pre-turn slots: a flat dict "
+                                              "or the Firestore read envelope {found, path, document: {data}}; "
+                                              "null means {}.")
     tool_summary: dict[str, Any] | None = None
     tool_error: Any = None
     thread_context: list[Any] | None = None

@@ -76,6 +76,10 @@ class Engine(ABC):
 
         return fixture(extraction, slot)
 
+    def model_for(self, pass_name: str) -> str:
+        """The model that answers ``pass_name`` (engines with one model per pass override this)."""
+        return self.model
+
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "adapter": self.adapter, "model": self.model, "constrained": self.constrained}
 

@@ -184,8 +184,8 @@ class PassRunner:
         self, pass_name: str, engine_name: str, eng: Engine | None, turn: dict[str, Any], extraction: Any,
         summary: Any,
     ) -> Served:
-        adapter = getattr(eng, "adapter", "none") if eng else "none"
-        model = getattr(eng, "model", "none") if eng else "none"
+        adapter = eng.adapter if eng else "none"
+        model = eng.model_for(pass_name) if eng else "none"
         breaker = self.breakers.get((engine_name, pass_name))
         reason: str | None = None
         error: str | None = None
@@ -233,6 +233,7 @@ class PassRunner:
         log.warning("fallback", extra={"pass": pass_name, "engine": engine_name, "reason": reason})
         return Served(
             pass_name, fallback.document, engine_name, adapter, model, fallback_used=True, fallback_reason=reason,
+            schema_valid=self._problem(pass_name, fallback.document) is None,
             error=(error or "")[:300], engine_document=out.document if out else None,
             prompt_tokens=out.prompt_tokens if out else 0, completion_tokens=out.completion_tokens if out else 0,
             time_to_first_token_s=out.time_to_first_token_s if out else None,

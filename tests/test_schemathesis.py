@@ -1,10 +1,9 @@
 """Schemathesis against the app's own OpenAPI document, over a real server: no 5xx, no response that
 violates the documented schema, only documented status codes and content types.
 Bounded: a few examples per operation (the whole module stays well under a minute).
-
-``negative_data_rejection`` is not among the checks: the request models are deliberately lenient
-where the planner is (``slot_state: null`` and ``event_payload: null`` mean ``{}``; pydantic's lax
-booleans in ``tool_summary.ok``), which the generated schema does not say."""
+``negative_data_rejection`` is among the checks: a request that violates the documented schema must
+be refused, so the documented request schemas say exactly what the server accepts (``slot_state: null``
+and ``event_payload: null`` are documented, and mean ``{}``)."""
 
 from __future__ import annotations
 
@@ -15,12 +14,14 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (
     content_type_conformance,
+    negative_data_rejection,
     not_a_server_error,
     response_schema_conformance,
     status_code_conformance,
 )
 
-CHECKS = (not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance)
+CHECKS = (not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance,
+          negative_data_rejection)
 
 
 @pytest.fixture(scope="module")
