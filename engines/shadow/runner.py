@@ -18,7 +18,6 @@ metrics, and with circuit breakers of its own.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import random
 import time
@@ -206,11 +205,13 @@ class ShadowRunner:
             self._metric("shadow_run", pass_name, "dropped")
             self.store.record_drop(pass_name)
             return False
+        # no copies: the app hands over documents it no longer touches once the response is sent
+        # (copying a render document costs the event loop more than the comparison itself)
         snapshot = {
-            "turn": copy.deepcopy(turn),
-            "live_document": copy.deepcopy(live_served.document),
-            "live_extraction": copy.deepcopy(live_extraction),
-            "tool_summary": copy.deepcopy(tool_summary),
+            "turn": turn,
+            "live_document": live_served.document,
+            "live_extraction": live_extraction,
+            "tool_summary": tool_summary,
             "live_engine": live_served.engine,
             "live_latency_ms": live_served.latency_ms,
             "live_fallback_used": live_served.fallback_used,
