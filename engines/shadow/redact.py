@@ -36,7 +36,8 @@ def redact_text(text: str) -> str:
         return text
     if "@" in text:
         text = _EMAIL_RE.sub(EMAIL, text)
-    if sum(c.isdigit() for c in text) < 9:  # neither a card nor a phone can be present
+    # fast path (C regex, no Python loop): every card-like run also matches the phone pattern
+    if _PHONE_RE.search(text) is None:
         return text
     text = _CARD_RE.sub(CARD, text)
     return _PHONE_RE.sub(_phone, text)
@@ -48,6 +49,8 @@ def redact(value: Any) -> Any:
         return redact_text(value)
     if isinstance(value, dict):
         return {(redact_text(k) if isinstance(k, str) else k): redact(v) for k, v in value.items()}
+    if isinstance(value, int | float | bool) or value is None:
+        return value
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
     return value
