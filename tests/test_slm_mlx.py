@@ -1,0 +1,139 @@
+"""The mlx adapter on the real bundled model (SmolLM2-135M-Instruct) through mlx[cpu] on Linux.
+
+Skips with the reason when mlx / mlx-lm are not importable (tests/install_vllm_mlx.sh installs
+them). The model loads once per module. MLX's CPU backend is slow on this 2-core machine
+(~0.15-0.3 s per decode step), so the budgets here are smaller than in the vllm tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from adapters.base import GenerationRequest
+from tests.test_slm_vllm import (
+    EXTRACT_SCHEMA,
+    check_cancel,
+    check_concurrency,
+    check_engine_passes,
+    check_extract_outputs,
+    check_length_stop,
+    extract_requests,
+    require_module,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def mlx_env():
+    require_module("mlx_lm", 'pip install "mlx[cpu]" mlx-lm (mlx-lm alone on Apple Silicon)')
+    require_module("mlx.core", 'pip install "mlx[cpu]" (plain mlx has no backend on Linux)')
+    from adapters.mlx import MlxAdapter
+    from adapters.models import resolve_model
+    from server.config import SlmSettings
+
+    settings = SlmSettings(adapter="mlx", max_new_tokens_extract=48, max_new_tokens_render=48)
+    loop = asyncio.new_event_loop()
+    adapter = MlxAdapter(resolve_model("bundled"), settings)
+    started = time.perf_counter()
+    loop.run_until_complete(adapter.load())
+    compile_s = loop.run_until_complete(adapter.prepare({"extract": EXTRACT_SCHEMA}))
+    print(f"\nmlx: loaded in {time.perf_counter() - started:.1f} s on {adapter.device}, grammar {compile_s}")
+    try:
+        yield loop, adapter, settings
+    finally:
+        loop.run_until_complete(adapter.close())
+        loop.close()
+
+
+def test_mlx_extract_outputs_are_contract_valid(mlx_env):
+    loop, adapter, _ = mlx_env
+    report: list[str] = []
+    loop.run_until_complete(check_extract_outputs(adapter, 2, report))
+    print("\n" + "\n".join(report))
+
+
+def test_mlx_tiny_budget_is_a_length_stop(mlx_env):
+    loop, adapter, _ = mlx_env
+    loop.run_until_complete(check_length_stop(adapter))
+
+
+def test_mlx_eight_concurrent_requests_queue(mlx_env):
+    loop, adapter, _ = mlx_env
+    gens = loop.run_until_complete(check_concurrency(adapter, max_new_tokens=12))
+    # Queued on one worker: the prefix KV of an earlier request is reused by a later one.
+    assert any(g.extra["cached_prompt_tokens"] > 0 for g in gens)
+
+
+def test_mlx_cancelled_request_does_not_wedge(mlx_env):
+    loop, adapter, _ = mlx_env
+    loop.run_until_complete(check_cancel(adapter))
+
+
+def test_mlx_jump_forward_is_exact_and_saves_steps(mlx_env):
+    """Draft-and-verify jump-forward gives the single-stepping output with fewer model steps."""
+    loop, adapter, _ = mlx_env
+    request = extract_requests(1, max_new_tokens=40)[0]
+    saved = adapter.jump_forward
+    try:
+        adapter.jump_forward = False
+        plain = loop.run_until_complete(adapter.generate(request))
+        adapter.jump_forward = True
+        jumped = loop.run_until_complete(adapter.generate(request))
+    finally:
+        adapter.jump_forward = saved
+    assert jumped.text == plain.text
+    assert jumped.finish_reason == plain.finish_reason
+    assert plain.forced_tokens == 0 and plain.model_steps == plain.completion_tokens
+    assert jumped.forced_tokens > 0
+    assert jumped.model_steps + jumped.forced_tokens == jumped.completion_tokens
+    print(f"\nmlx jump-forward: {plain.model_steps} -> {jumped.model_steps} model steps for "
+          f"{jumped.completion_tokens} tokens")
+
+
+def test_mlx_stream_matches_generate(mlx_env):
+    loop, adapter, _ = mlx_env
+    request = extract_requests(1, max_new_tokens=16)[0]
+
+    async def collect() -> str:
+        return "".join([piece async for piece in adapter.stream(request)])
+
+    streamed = loop.run_until_complete(collect())
+    whole = loop.run_until_complete(adapter.generate(request))
+    assert streamed == whole.text
+
+
+def test_mlx_peft_lora_is_converted_and_loaded(mlx_env, tmp_path):
+    """A PEFT LoRA folder (zero B: no change) converts to mlx-lm's format and serves per request."""
+    import mlx.core as mx
+
+    loop, adapter, _ = mlx_env
+    config = json.loads((adapter._model.path / "config.json").read_text())
+    hidden, rank = int(config["hidden_size"]), 4
+    weights = {}
+    for layer in range(int(config["num_hidden_layers"])):
+        prefix = f"base_model.model.model.layers.{layer}.self_attn.q_proj"
+        weights[f"{prefix}.lora_A.weight"] = mx.random.normal((rank, hidden)) * 0.01
+        weights[f"{prefix}.lora_B.weight"] = mx.zeros((hidden, rank))
+    lora = tmp_path / "peft-lora"
+    lora.mkdir()
+    mx.save_safetensors(str(lora / "adapter_model.safetensors"), weights)
+    (lora / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "r": rank, "lora_alpha": 8, "target_modules": ["q_proj"]}))
+    adapter._settings = adapter._settings.model_copy(update={"cache_dir": tmp_path / "cache"})
+    request = extract_requests(1, max_new_tokens=12)[0]
+    base = loop.run_until_complete(adapter.generate(request))
+    with_lora = loop.run_until_complete(adapter.generate(
+        GenerationRequest(messages=request.messages, schema_key="extract", max_new_tokens=12, lora=str(lora))))
+    assert with_lora.text == base.text  # lora_B = 0: the adapter adds nothing
+    assert list((tmp_path / "cache" / "mlx-lora").glob("*/adapters.safetensors"))
+
+
+def test_mlx_slm_engine_serves_valid_passes(mlx_env):
+    loop, adapter, settings = mlx_env
+    lines = loop.run_until_complete(check_engine_passes(adapter, settings, turns=20, concurrent=False))
+    print("\n" + "\n".join(lines))
