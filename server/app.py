@@ -13,7 +13,6 @@ so that ``/healthz`` answers while a model loads.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import re
 import time
@@ -51,7 +50,7 @@ PASS_PATHS: dict[str, str | None] = {
     "/v1/chat/completions": None,
 }
 _LOGGED_PATHS = frozenset({*PASS_PATHS, "/healthz", "/readyz", "/metrics", "/v1/models", "/docs", "/openapi.json",
-                           "/dashboard", "/v1/shadow/report"})
+                           "/dashboard", "/v1/shadow/report", "/v1/stats"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 SCOPE_KEY = "travel_slm"
 
@@ -244,15 +243,6 @@ class GuardMiddleware:
                 })
 
 
-def _include_shadow_routes(app: FastAPI) -> bool:
-    if importlib.util.find_spec("server.routes_shadow") is None:
-        return False
-    from server import routes_shadow
-
-    app.include_router(routes_shadow.router)
-    return True
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; engines are started by its lifespan."""
     settings = settings or load_settings()
@@ -316,12 +306,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engines = engine_set
     app.state.started_at = int(time.time())
 
-    from server import routes_openai, routes_ops, routes_planner
+    from server import routes_openai, routes_ops, routes_planner, routes_shadow
 
     app.include_router(routes_planner.router)
     app.include_router(routes_openai.router)
     app.include_router(routes_ops.router)
-    app.state.shadow_routes = _include_shadow_routes(app)
+    app.include_router(routes_shadow.router)
     errors.install(app)
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
     app.add_middleware(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     JsonConfigSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -78,7 +79,8 @@ class FallbackSettings(BaseModel):
 class ShadowSettings(BaseModel):
     enabled: bool = False
     engine: EngineName = "slm"
-    passes: list[PassName] = Field(default_factory=lambda: ["extract", "render"])
+    passes: Annotated[list[PassName], NoDecode] = Field(default_factory=lambda: ["extract", "render"],
+                                                        description="comma-separated in the environment")
     sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     timeout_ms: int = Field(default=800, ge=1)
     max_inflight: int = Field(default=32, ge=1)

@@ -18,6 +18,7 @@ from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from engines.agreement import FIELDS
@@ -200,7 +201,12 @@ async def stats(request: Request) -> JSONResponse:
 # -- the shadow report -------------------------------------------------------------------------------
 
 
-@router.get("/v1/shadow/report", summary="The shadow report of service.md section 5", response_model=None)
+@router.get(
+    "/v1/shadow/report", summary="The shadow report of service.md section 5", response_model=None,
+    responses={200: {"description": "The report: JSON by default, a self-contained page with ?format=html",
+                     "content": {"application/json": {"schema": {"type": "object"}},
+                                 "text/html": {"schema": {"type": "string"}}}}},
+)
 async def shadow_report(
     request: Request,
     since: str | None = Query(default=None, description="24h, 7d, 30m or an ISO date/time"),
@@ -216,7 +222,8 @@ async def shadow_report(
     try:
         since_ts = parse_since(since)
     except ValueError as exc:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        raise RequestValidationError([{"loc": ("query", "since"), "msg": str(exc), "type": "value_error",
+                                       "input": since}]) from None
     url = settings.shadow.store
     if shadow is not None:
         if wait:
