@@ -30,6 +30,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +170,9 @@ class TransformersAdapter(Adapter):
             self.model = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs).to(self.device).eval()
             log.info("loaded %s on %s (%s) in %.1f s", resolved.name, self.device, dtype,
                      time.perf_counter() - started)
+        # transformers 5.2x announces a rename of ``past_key_values`` but does not honour the new
+        # name yet; the old one is the one that works across 4.46..5.x.
+        warnings.filterwarnings("ignore", message=r".*`past_key_values` is deprecated.*", category=FutureWarning)
         if self.device.type == "cpu":
             threads = self.num_threads or default_num_threads()
             torch.set_num_threads(threads)
