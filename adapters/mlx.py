@@ -14,8 +14,9 @@ Speed levers, each switchable for measurement:
   the output is exactly that of single stepping, with one model step for a whole forced run
   (a rejected draft tail is trimmed from the KV cache). The grammar ends the output itself
   (no step for the stop token).
-- **prefix reuse** (``slm.prefix_cache``): the KV cache of the previous request is trimmed
-  back to the longest common token prefix (the fixed system prompt) and reused.
+- **prefix reuse** (``slm.prefix_cache``): one KV cache per grammar key (per pass); the cache of
+  the previous request of the same pass is trimmed back to the longest common token prefix (the
+  fixed system prompt) and reused.
 
 Concurrency: one worker thread owns MLX and the models; requests queue in order, and a
 cancelled request stops at its next step (or never starts), freeing the worker.
@@ -93,12 +94,27 @@ class _Job:
 
 
 @dataclass
-class _Slot:
-    """One loaded model (base, or base + one LoRA adapter) and its reusable KV cache."""
+class _KV:
+    """A reusable KV cache and the tokens it holds."""
 
-    model: Any
     cache: Any = None
     cached_tokens: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Slot:
+    """One loaded model (base, or base + one LoRA adapter) and one reusable KV cache per grammar key.
+
+    Each pass has its own constant system prompt, so keying the cache by grammar keeps the prefix of
+    every pass warm when extract and render requests alternate (one shared cache would re-prefill
+    the whole system prompt at every switch).
+    """
+
+    model: Any
+    caches: dict[str, _KV] = field(default_factory=dict)
+
+    def kv(self, key: str) -> _KV:
+        return self.caches.setdefault(key, _KV())
 
 
 # --- LoRA -----------------------------------------------------------------------------------------
@@ -378,22 +394,23 @@ class MlxAdapter(Adapter):
             matcher = self._xgr.GrammarMatcher(self._grammars.get(request.schema_key),
                                                terminate_without_stop_token=True)
         slot = self._slot_for(request.lora)
+        kv = slot.kv(request.schema_key)
         prompt = self._prompt_ids(request.messages)
 
         # Prefix reuse: keep the cached KV of the longest common prefix with the previous request.
         reused = 0
-        if self.prefix_cache and slot.cache is not None:
-            for a, b in zip(slot.cached_tokens, prompt, strict=False):
+        if self.prefix_cache and kv.cache is not None:
+            for a, b in zip(kv.cached_tokens, prompt, strict=False):
                 if a != b:
                     break
                 reused += 1
             reused = min(reused, len(prompt) - 1)
-            trim_prompt_cache(slot.cache, len(slot.cached_tokens) - reused)
-            del slot.cached_tokens[reused:]
+            trim_prompt_cache(kv.cache, len(kv.cached_tokens) - reused)
+            del kv.cached_tokens[reused:]
         else:
-            slot.cache = make_prompt_cache(slot.model)
-            slot.cached_tokens = []
-        cache = slot.cache
+            kv.cache = make_prompt_cache(slot.model)
+            kv.cached_tokens = []
+        cache = kv.cache
 
         def forward(tokens: list[int], rows: int) -> Any:
             """Feed ``tokens``; the logits of the last ``rows`` positions, shape (rows, vocab)."""
@@ -401,7 +418,7 @@ class MlxAdapter(Adapter):
             for i in range(0, len(tokens), PREFILL_CHUNK):
                 chunk = tokens[i:i + PREFILL_CHUNK]
                 logits = slot.model(mx.array(chunk)[None], cache=cache)
-                slot.cached_tokens.extend(chunk)
+                kv.cached_tokens.extend(chunk)
             assert logits is not None
             out_rows = logits[0, -rows:, :]
             mx.eval(out_rows)
@@ -447,7 +464,7 @@ class MlxAdapter(Adapter):
                     if i < len(draft):  # mismatch: drop the rest of the draft from the KV cache
                         rejected = len(draft) - i
                         trim_prompt_cache(cache, rejected)
-                        del slot.cached_tokens[-rejected:]
+                        del kv.cached_tokens[-rejected:]
                     break
                 if ttft is None:
                     ttft = time.perf_counter() - started
@@ -465,9 +482,12 @@ class MlxAdapter(Adapter):
                 if matcher is not None and self.jump_forward:
                     draft = jump_forward_draft(matcher, self._encode, request.max_new_tokens - len(out) - 1)
                 pending = [token, *draft]
+        except RequestCancelled:
+            # Raised between steps: the cache holds exactly kv.cached_tokens, so the prefix stays warm.
+            raise
         except BaseException:
             # The KV cache may hold a partial step: start the next request from a fresh cache.
-            slot.cache, slot.cached_tokens = None, []
+            kv.cache, kv.cached_tokens = None, []
             raise
         if finish == "length":
             out = out[: request.max_new_tokens]

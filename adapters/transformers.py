@@ -143,6 +143,8 @@ class TransformersAdapter(Adapter):
         await self._run(self._load_sync)
 
     def _load_sync(self) -> None:
+        if self.model is not None:  # idempotent: engines may share one loaded adapter
+            return
         if self._preloaded is None:
             require_transformers()
         import torch

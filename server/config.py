@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -80,7 +81,7 @@ class ShadowSettings(BaseModel):
     enabled: bool = False
     engine: EngineName = "slm"
     passes: Annotated[list[PassName], NoDecode] = Field(default_factory=lambda: ["extract", "render"],
-                                                        description="comma-separated in the environment")
+                                                        description="comma-separated or a JSON list in the environment")
     sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     timeout_ms: int = Field(default=800, ge=1)
     max_inflight: int = Field(default=32, ge=1)
@@ -92,7 +93,14 @@ class ShadowSettings(BaseModel):
     @field_validator("passes", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
-        return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
+        if not isinstance(v, str):
+            return v
+        if v.lstrip().startswith("["):
+            try:
+                return json.loads(v)
+            except ValueError as exc:
+                raise ValueError(f"not a JSON list: {exc}") from None
+        return [p.strip() for p in v.split(",") if p.strip()]
 
 
 class Settings(BaseSettings):

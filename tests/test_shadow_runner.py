@@ -334,3 +334,22 @@ async def test_missing_shadow_engine_is_recorded_unavailable(tmp_path: Path) -> 
     await shadow.close()
     (rec,) = read_store(shadow.settings.store).records
     assert rec["fell_back"] and rec["fallback_reason"] == "unavailable"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("extract,render", ["extract", "render"]), (" render ", ["render"]), ('["extract"]', ["extract"]),
+     ('["extract", "render"]', ["extract", "render"])],
+)
+def test_shadow_passes_accept_a_comma_list_or_a_json_list(
+    raw: str, expected: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRAVEL_SLM_SHADOW__PASSES", raw)
+    assert Settings().shadow.passes == expected
+
+
+@pytest.mark.parametrize("raw", ["extract,bogus", '["extract"', "[1]"])
+def test_bad_shadow_passes_are_rejected(raw: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRAVEL_SLM_SHADOW__PASSES", raw)
+    with pytest.raises(ValueError):
+        Settings()
