@@ -80,6 +80,16 @@ class _Prefix:
     build_seconds: float
 
 
+def quantize_int8(model: Any) -> Any:
+    """``model`` with dynamic int8 ``nn.Linear`` layers (CPU); the tied LM head is quantized too."""
+    import torch
+
+    with warnings.catch_warnings():
+        # torch announces the move of eager-mode quantization to torchao; the API works in 2.x.
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 class TransformersAdapter(Adapter):
     name = "transformers"
 
@@ -95,6 +105,7 @@ class TransformersAdapter(Adapter):
         num_threads: int | None = None,
         dtype: str = "float32",
         attn_implementation: str | None = "eager",
+        quantize: str = "none",
         preloaded: tuple[Any, Any] | None = None,
         model_name: str | None = None,
     ) -> None:
@@ -103,7 +114,15 @@ class TransformersAdapter(Adapter):
         ``jump_forward_mode``: ``verify`` (default) commits a forced token only when it is also the
         masked greedy choice, so the output equals plain greedy decoding; ``force`` commits the
         grammar's own tokenization of the forced string (fewer model steps, output may differ).
+
+        ``quantize="int8"``: on CPU, the ``nn.Linear`` weights (projections and the LM head) become
+        dynamic int8 (``torch.ao.quantization.quantize_dynamic``). A one-token decode step reads
+        every weight once, so it is bound by memory bandwidth: int8 weights make the step ~2.5x
+        faster on the bundled model (56 -> 23 ms measured on this 2-core CPU). Ignored on CUDA.
         """
+        if quantize not in ("none", "int8"):
+            raise ValueError("quantize must be 'none' or 'int8'")
+        self.quantize = quantize
         self.model_spec = model
         self.device_setting = device
         self.cache_dir = cache_dir
@@ -172,6 +191,10 @@ class TransformersAdapter(Adapter):
             self.model = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs).to(self.device).eval()
             log.info("loaded %s on %s (%s) in %.1f s", resolved.name, self.device, dtype,
                      time.perf_counter() - started)
+        if self.quantize == "int8" and self.device.type == "cpu":
+            self.model = quantize_int8(self.model)  # a quantized copy: a preloaded model stays as it is
+        else:
+            self.quantize = "none"
         # transformers 5.2x announces a rename of ``past_key_values`` but does not honour the new
         # name yet; the old one is the one that works across 4.46..5.x.
         warnings.filterwarnings("ignore", message=r".*`past_key_values` is deprecated.*", category=FutureWarning)
@@ -185,6 +208,10 @@ class TransformersAdapter(Adapter):
             self._eos_ids.add(gen_eos)
         elif gen_eos:
             self._eos_ids.update(gen_eos)
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": str(self.device), "quantize": self.quantize, "jump_forward": self.jump_forward,
+                "prefix_cache": self.prefix_cache}
 
     def _pick_device(self, torch: Any) -> Any:
         setting = (self.device_setting or "auto").lower()
@@ -204,7 +231,8 @@ class TransformersAdapter(Adapter):
             raise RuntimeError("load() the adapter before prepare()")
         xgr = require_xgrammar()
         if self.grammars is None:
-            vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+            head = self.model.get_output_embeddings()
+            vocab_size = int(getattr(head, "out_features", None) or head.weight.shape[0])
             info = tokenizer_info(self.tokenizer, vocab_size)
             self.grammars = GrammarStore(info, max_threads=max(1, min(4, default_num_threads())))
             self._stop_ids = set(info.stop_token_ids)
@@ -223,6 +251,9 @@ class TransformersAdapter(Adapter):
             if self._loras:
                 return self.model.disable_adapter()
             return contextlib.nullcontext()
+        if self.quantize == "int8":
+            raise AdapterUnavailableError(f"LoRA adapter {lora!r} cannot run on the int8-quantized model: "
+                                          "set slm.quantize=none")
         if importlib.util.find_spec("peft") is None:
             raise AdapterUnavailableError(f"LoRA adapter {lora!r} needs the Python package 'peft' "
                                           "(python -m pip install peft)")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     JsonConfigSettingsSource,
@@ -40,7 +40,18 @@ class SlmSettings(BaseModel):
                                    "(default: $XDG_CACHE_HOME/travel-slm).")
     jump_forward: bool = True
     prefix_cache: bool = True
+    quantize: Literal["auto", "none", "int8"] = Field(
+        default="auto", description="transformers adapter on CPU: 'int8' quantizes the linear layers' weights "
+        "(dynamic int8, ~2.5x faster decode steps, which are memory-bound); 'auto' = int8 on CPU unless a LoRA "
+        "adapter is configured, none on CUDA; 'none' keeps the checkpoint's weights. vllm and mlx ignore it.")
     max_batch: int = Field(default=8, ge=1)
+
+    @model_validator(mode="after")
+    def _quantize_without_lora(self) -> SlmSettings:
+        if self.quantize == "int8" and (self.lora or self.lora_extract or self.lora_render):
+            raise ValueError("slm.quantize=int8 cannot be combined with a LoRA adapter (PEFT does not wrap "
+                             "dynamically quantized layers): use quantize=auto or none")
+        return self
 
     def lora_for(self, pass_: str) -> str | None:
         return (self.lora_extract if pass_ == "extract" else self.lora_render) or self.lora

@@ -262,3 +262,35 @@ def test_plan_assembly_copies_tool_data(turns):
     assert doc == record["expected"]["render"]
     assert SlmEngine.assemble(record["input"], record["expected"]["extract"], ts,
                               {"bot_message": "made up", "widgets": []}) is None
+
+
+def test_int8_quantized_adapter_stays_valid(tiny, turns):
+    import torch
+
+    adapter = _adapter(tiny, quantize="int8")
+    assert adapter.quantize == "int8"
+    quantized = [m for m in adapter.model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert quantized, "no linear layer was quantized"
+    assert not any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in tiny[0].modules())
+    for record in turns[:4]:
+        for request in _requests(record):
+            gen = asyncio.run(adapter.generate(request))
+            if gen.finish_reason == "stop":
+                doc = json.loads(gen.text)
+                errors = extract_errors(doc) if request.schema_key == grammars.EXTRACT else None
+                assert not errors, errors
+    with pytest.raises(AdapterUnavailableError, match="int8"):
+        req = _requests(turns[0])[0]
+        asyncio.run(adapter.generate(GenerationRequest(req.messages, req.schema_key, 4, lora="/nowhere")))
+
+
+def test_quantize_settings():
+    from adapters.select import _transformers_quantize
+
+    assert _transformers_quantize(SlmSettings()) == "int8"
+    assert _transformers_quantize(SlmSettings(lora="/x")) == "none"
+    assert _transformers_quantize(SlmSettings(quantize="none")) == "none"
+    with pytest.raises(ValueError, match="LoRA"):
+        SlmSettings(quantize="int8", lora_render="/x")
+    with pytest.raises(ValueError):
+        TransformersAdapter(quantize="int4")
