@@ -363,6 +363,9 @@ class OpenAIEngine(Engine):
         }
         if self.settings.structured_outputs == "vllm":
             body["structured_outputs"] = {"json": schema}
+        cap = self.settings.max_tokens(pass_)
+        if cap is not None:
+            body["max_tokens"] = cap
         return body
 
     def _scrub(self, text: str) -> str:

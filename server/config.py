@@ -75,6 +75,13 @@ class OpenAISettings(BaseModel):
         default="response_format",
         description="response_format: OpenAI json_schema (strict); vllm: also send vLLM's structured_outputs field.",
     )
+    max_tokens_extract: int | None = Field(default=None, ge=1, description="Output cap sent as max_tokens "
+                                           "(none: the upstream's default). A stop at the cap is a "
+                                           "'truncated' fallback.")
+    max_tokens_render: int | None = Field(default=None, ge=1)
+
+    def max_tokens(self, pass_: str) -> int | None:
+        return self.max_tokens_extract if pass_ == "extract" else self.max_tokens_render
 
     def model_for(self, pass_: str) -> str:
         return self.model_extract if pass_ == "extract" else self.model_render

@@ -378,6 +378,7 @@ def test_vllm_fleet_overlay_points_the_openai_engine_at_the_fleet() -> None:
     settings = check_settings_env(one(docs, "ConfigMap")["data"])
     assert settings.openai.structured_outputs == "vllm"
     assert settings.shadow.engine == "openai"
+    assert settings.openai.max_tokens("extract") and settings.openai.max_tokens("render")  # runaway answers end
 
     server = one(docs, "Deployment", "vllm-server")
     service = one(docs, "Service", "vllm-server")

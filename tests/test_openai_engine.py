@@ -79,10 +79,25 @@ def test_request_shape_key_and_vllm_field(live_server: Any, scripted_upstream: A
         assert fmt["json_schema"]["strict"] is True
         assert fmt["json_schema"]["schema"] == strict_schema("extract")
         assert sent["structured_outputs"] == {"json": strict_schema("extract")}
+        assert "max_tokens" not in sent  # no cap configured: the upstream's default
         assert up.headers[-1]["authorization"] == "Bearer sk-live-abcdef123456"
         health = httpx.get(base + "/healthz").text
         assert "sk-live-abcdef123456" not in health
         assert json.loads(health)["engines"]["openai"]["ready"] is True
+
+
+def test_output_cap_is_sent_per_pass_and_a_cut_answer_is_truncated(live_server: Any, scripted_upstream: Any) -> None:
+    def answer(body: dict[str, Any]) -> tuple[int, Any, float]:
+        # An upstream that honours max_tokens: stops at the cap with finish_reason "length".
+        return 200, completion('{"slot_updates": {"region"', finish_reason="length"), 0.0
+
+    with scripted_upstream(answer) as up:
+        base = live_server(_openai_settings(up.base_url, openai={"max_tokens_extract": 7, "max_tokens_render": 9}))
+        r = httpx.post(base + "/extract", json={"turn": TURN}).json()
+        assert up.requests[-1]["max_tokens"] == 7
+        assert r["llm_contract"]["fallback_reason"] == "truncated" and r["schema_valid"] is True
+        httpx.post(base + "/render", json={"turn": TURN, "extraction": r["extract"]})
+        assert up.requests[-1]["max_tokens"] == 9
 
 
 SCHEMA_INVALID = {"slot_updates": {"nights": "three"}, "tool_requests": [], "render_intent": {"kind": "summary"}}
