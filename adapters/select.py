@@ -96,7 +96,7 @@ def build_adapter(settings: SlmSettings, **overrides: Any) -> Adapter:
         return TransformersAdapter(
             settings.model, device=settings.device, cache_dir=settings.cache_dir,
             jump_forward=settings.jump_forward, prefix_cache=settings.prefix_cache,
-            quantize=_transformers_quantize(settings), **overrides,
+            quantize=settings.quantize, **overrides,
         )
     # vllm and mlx take the resolved model folder and the settings: ``cls(resolved, settings)``.
     from adapters.models import resolve_model
@@ -105,10 +105,3 @@ def build_adapter(settings: SlmSettings, **overrides: Any) -> Adapter:
     resolved = resolve_model(settings.model, settings.cache_dir)
     return cls(resolved, settings, **overrides)  # type: ignore[call-arg]
 
-
-def _transformers_quantize(settings: SlmSettings) -> str:
-    """``slm.quantize`` for the transformers adapter: ``auto`` is int8 unless a LoRA is configured
-    (the adapter itself keeps CUDA unquantized)."""
-    if settings.quantize != "auto":
-        return settings.quantize
-    return "none" if (settings.lora or settings.lora_extract or settings.lora_render) else "int8"

@@ -119,6 +119,9 @@ class TransformersAdapter(Adapter):
         dynamic int8 (``torch.ao.quantization.quantize_dynamic``). A one-token decode step reads
         every weight once, so it is bound by memory bandwidth: int8 weights make the step ~2.5x
         faster on the bundled model (56 -> 23 ms measured on this 2-core CPU). Ignored on CUDA.
+        The activation scale is computed per forward pass, so a token's logits depend on the
+        other tokens fed with it: jump-forward ``verify`` and prefix reuse are then no longer
+        token-exact against plain greedy decoding (the output stays grammar-valid). Off by default.
         """
         if quantize not in ("none", "int8"):
             raise ValueError("quantize must be 'none' or 'int8'")

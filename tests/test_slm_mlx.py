@@ -53,7 +53,7 @@ def mlx_env():
 def test_mlx_extract_outputs_are_contract_valid(mlx_env):
     loop, adapter, _ = mlx_env
     report: list[str] = []
-    loop.run_until_complete(check_extract_outputs(adapter, 2, report))
+    loop.run_until_complete(check_extract_outputs(adapter, 1, report))
     print("\n" + "\n".join(report))
 
 
@@ -62,9 +62,9 @@ def test_mlx_tiny_budget_is_a_length_stop(mlx_env):
     loop.run_until_complete(check_length_stop(adapter))
 
 
-def test_mlx_eight_concurrent_requests_queue(mlx_env):
+def test_mlx_concurrent_requests_queue(mlx_env):
     loop, adapter, _ = mlx_env
-    gens = loop.run_until_complete(check_concurrency(adapter, max_new_tokens=12))
+    gens = loop.run_until_complete(check_concurrency(adapter, max_new_tokens=12, count=4))
     # Queued on one worker: the prefix KV of an earlier request is reused by a later one.
     assert any(g.extra["cached_prompt_tokens"] > 0 for g in gens)
 
@@ -125,10 +125,13 @@ def test_mlx_peft_lora_is_converted_and_loaded(mlx_env, tmp_path):
     (lora / "adapter_config.json").write_text(json.dumps(
         {"peft_type": "LORA", "r": rank, "lora_alpha": 8, "target_modules": ["q_proj"]}))
     adapter._settings = adapter._settings.model_copy(update={"cache_dir": tmp_path / "cache"})
-    request = extract_requests(1, max_new_tokens=12)[0]
+    # A short prompt: the LoRA slot is a second model copy with its own (cold) KV cache, and MLX's
+    # CPU prefill of the ~900-token system prompt alone takes ~40 s here.
+    messages = [{"role": "user", "content": 'Trip to Rome, 2 adults. Answer {"slot_updates":...}'}]
+    request = GenerationRequest(messages=messages, schema_key="extract", max_new_tokens=12)
     base = loop.run_until_complete(adapter.generate(request))
     with_lora = loop.run_until_complete(adapter.generate(
-        GenerationRequest(messages=request.messages, schema_key="extract", max_new_tokens=12, lora=str(lora))))
+        GenerationRequest(messages=messages, schema_key="extract", max_new_tokens=12, lora=str(lora))))
     assert with_lora.text == base.text  # lora_B = 0: the adapter adds nothing
     assert list((tmp_path / "cache" / "mlx-lora").glob("*/adapters.safetensors"))
 

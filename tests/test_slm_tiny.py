@@ -285,11 +285,7 @@ def test_int8_quantized_adapter_stays_valid(tiny, turns):
 
 
 def test_quantize_settings():
-    from adapters.select import _transformers_quantize
-
-    assert _transformers_quantize(SlmSettings()) == "int8"
-    assert _transformers_quantize(SlmSettings(lora="/x")) == "none"
-    assert _transformers_quantize(SlmSettings(quantize="none")) == "none"
+    assert SlmSettings().quantize == "none"
     with pytest.raises(ValueError, match="LoRA"):
         SlmSettings(quantize="int8", lora_render="/x")
     with pytest.raises(ValueError):

@@ -91,11 +91,11 @@ async def check_length_stop(adapter: Adapter) -> None:
         json.loads(gen.text)
 
 
-async def check_concurrency(adapter: Adapter, max_new_tokens: int) -> list[Any]:
-    """Eight concurrent generations all succeed, each valid or length-stopped."""
-    requests = extract_requests(8, max_new_tokens=max_new_tokens)
+async def check_concurrency(adapter: Adapter, max_new_tokens: int, count: int = 8) -> list[Any]:
+    """``count`` concurrent generations all succeed, each valid or length-stopped."""
+    requests = extract_requests(count, max_new_tokens=max_new_tokens)
     gens = await asyncio.gather(*(adapter.generate(r) for r in requests))
-    assert len(gens) == 8
+    assert len(gens) == count
     for gen in gens:
         assert_valid_extract(gen.text, gen.finish_reason)
         assert gen.completion_tokens > 0
