@@ -19,4 +19,4 @@ bash tests/install_deploy_tools.sh || echo "tests/run.sh: deployment test tools 
 bash tests/install_system.sh || echo "tests/run.sh: system tools (chromium, prometheus) not installed; their tests skip"
 
 "$PYTHON" -m ruff check .
-"$PYTHON" -m pytest -q -p no:cacheprovider "$@"
+"$PYTHON" -m pytest -q -p no:cacheprovider --durations=15 "$@"
