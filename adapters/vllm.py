@@ -42,6 +42,11 @@ CPU_KVCACHE_GIB = "2"
 _LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 """The values vLLM accepts for ``max_lora_rank``."""
 
+# vLLM configures its loggers when it is first imported, writing to stdout by default; stdout
+# belongs to the commands (``eval --json``, ``predict``), so vLLM's logs (and its engine
+# process's, which inherits the environment) go to stderr unless the operator chose otherwise.
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+
 def _package_hint() -> str:
     """Which distribution provides the ``vllm`` module on this machine."""
     if importlib.util.find_spec("torch") is not None:

@@ -55,6 +55,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from bench.eval import positive_int
 from bench.stats import percentile, share
 
 REPO = Path(__file__).resolve().parents[1]
@@ -640,16 +641,6 @@ def stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return number
-
-
 def _adapter_list(value: str) -> list[str]:
     names = [v.strip() for v in value.split(",") if v.strip()]
     unknown = [n for n in names if n not in ADAPTER_NAMES]
@@ -670,15 +661,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapters", type=_adapter_list, default=list(ADAPTER_NAMES), metavar="A,B",
                    help=f"comma-separated adapters (default: {','.join(ADAPTER_NAMES)}; one whose package is "
                         "missing is listed as skipped with the reason)")
-    p.add_argument("--turns", type=_positive_int, default=20, metavar="N",
+    p.add_argument("--turns", type=positive_int, default=20, metavar="N",
                    help="reference turns per adapter (default 20)")
-    p.add_argument("--mlx-turns", type=_positive_int, default=2, metavar="N",
+    p.add_argument("--mlx-turns", type=positive_int, default=2, metavar="N",
                    help="turns for the mlx adapter, whose CPU backend is slow (default 2; at most --turns)")
     p.add_argument("--corpus", nargs="+", metavar="FILE", type=Path,
                    help=f"labelled .jsonl files (default: every *.labeled.jsonl under {DEFAULT_CORPORA})")
-    p.add_argument("--max-new-tokens", type=_positive_int, metavar="N",
+    p.add_argument("--max-new-tokens", type=positive_int, metavar="N",
                    help="extract budget for every run (default: the settings' max_new_tokens_extract, 192)")
-    p.add_argument("--max-new-tokens-render", type=_positive_int, metavar="N",
+    p.add_argument("--max-new-tokens-render", type=positive_int, metavar="N",
                    help="render budget of the served render pass (default: the settings' value, 160)")
     p.add_argument("--render-mode", choices=("plan", "full"), help="render grammar (default: the settings', plan)")
     p.add_argument("--quantize", choices=("none", "int8"),
@@ -688,7 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serving timeout per pass (default: the settings' timeouts, 800 ms; 0: none)")
     p.add_argument("--no-levers", action="store_true",
                    help="skip the transformers lever runs (jump-forward off, prefix cache off)")
-    p.add_argument("--threads", type=_positive_int, metavar="N",
+    p.add_argument("--threads", type=positive_int, metavar="N",
                    help="torch threads of the transformers adapter (default: the adapter's, min(8, cores))")
     p.add_argument("--config", metavar="FILE", help="settings file (.toml, .json, .yaml) for the slm engine")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table; no progress bar")

@@ -256,7 +256,8 @@ def _command(args: argparse.Namespace) -> int:
     return 0 if report.gate["passed"] else 1
 
 
-def _positive_int(value: str) -> int:
+def positive_int(value: str) -> int:
+    """argparse type: an integer >= 1 (shared by the bench commands)."""
     try:
         number = int(value)
     except ValueError:
@@ -278,7 +279,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", required=True, choices=("deterministic", "slm", "openai"), help="engine to evaluate")
     p.add_argument("--corpus", required=True, nargs="+", metavar="FILE", help="labelled .jsonl corpus files")
     p.add_argument("--split", help="only records whose 'split' equals this value")
-    p.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N records (after --split)")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N records (after --split)")
     p.add_argument("--config", metavar="FILE", help="settings file (.toml, .json, .yaml) for the engines")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table; no progress bar")
     p.add_argument("--markdown", metavar="FILE", help="also write a Markdown report to FILE")

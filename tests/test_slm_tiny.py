@@ -290,3 +290,12 @@ def test_quantize_settings():
         SlmSettings(quantize="int8", lora_render="/x")
     with pytest.raises(ValueError):
         TransformersAdapter(quantize="int4")
+
+
+def test_grammars_state_what_xgrammar_enforces():
+    for mode in ("plan", "full"):
+        for text in grammars.schema_texts(mode).values():
+            assert '"oneOf"' not in text
+    node = {"properties": {"oneOf": {"oneOf": [{"type": "string"}]}}, "oneOf": [{"type": "object"}]}
+    assert grammars.as_decoded(node) == {"properties": {"oneOf": {"anyOf": [{"type": "string"}]}},
+                                         "anyOf": [{"type": "object"}]}

@@ -11,8 +11,8 @@
 - ``render_full`` (``render_mode=full``): ``{"bot_message": str, "widgets": [typed envelope] (1-2)}``
   from :data:`contracts.widgets.TYPED_ENVELOPES`.
 
-xgrammar treats ``oneOf`` as ``anyOf``, and a length stop can cut any document short, so the
-fallback layer validates every output after decoding.
+xgrammar treats ``oneOf`` as ``anyOf`` (:func:`as_decoded` writes it so), and a length stop can
+cut any document short, so the fallback layer validates every output after decoding.
 """
 
 from __future__ import annotations
@@ -125,7 +125,21 @@ def schema_for(key: str) -> dict[str, Any]:
     raise KeyError(f"unknown grammar {key!r}")
 
 
+def as_decoded(node: Any, parent: str | None = None) -> Any:
+    """``node`` with every ``oneOf`` written as the ``anyOf`` that xgrammar decodes it as.
+
+    xgrammar cannot enforce "exactly one branch" and says so on every compile (vLLM compiles per
+    request); the grammar states what decoding enforces, and exclusivity is checked after decoding
+    by the contract validation of the fallback layer. Property names are left alone.
+    """
+    if isinstance(node, dict):
+        return {("anyOf" if k == "oneOf" and parent != "properties" else k): as_decoded(v, k) for k, v in node.items()}
+    if isinstance(node, list):
+        return [as_decoded(v) for v in node]
+    return node
+
+
 def schema_texts(render_mode: str) -> dict[str, str]:
     """The grammars one engine needs, as JSON Schema text keyed by grammar name."""
     keys = (EXTRACT, render_key(render_mode))
-    return {key: json.dumps(schema_for(key), separators=(",", ":"), sort_keys=False) for key in keys}
+    return {key: json.dumps(as_decoded(schema_for(key)), separators=(",", ":"), sort_keys=False) for key in keys}
