@@ -212,10 +212,6 @@ class TransformersAdapter(Adapter):
         elif gen_eos:
             self._eos_ids.update(gen_eos)
 
-    def describe(self) -> dict[str, Any]:
-        return {"device": str(self.device), "quantize": self.quantize, "jump_forward": self.jump_forward,
-                "prefix_cache": self.prefix_cache}
-
     def _pick_device(self, torch: Any) -> Any:
         setting = (self.device_setting or "auto").lower()
         if setting == "auto":
