@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from engines.shadow.report import percentile
+from bench.stats import percentile
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = str(REPO.parent / "shared" / "reference" / "corpora" / "*.labeled.jsonl")

@@ -19,16 +19,16 @@ Definitions (also in the README):
 from __future__ import annotations
 
 import html
-import math
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench.stats import percentile  # the one nearest-rank percentile, shared with eval and the benches
 from engines.agreement import EXTRACT_FIELDS, FIELDS, RENDER_FIELDS
 
 #: gate targets of service.md section 5 (value >= target)
@@ -122,15 +122,6 @@ class ShadowReport(BaseModel):
 
 
 # -- small statistics ------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (``q`` in 0..100); ``None`` for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def _rate(match: int, total: int) -> FieldRate:
