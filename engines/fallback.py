@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from contracts.planner import normalise_tool_summary
 from contracts.validation import extract_problem, render_problem
 from contracts.vocab import CONTRACT_VERSION
 from engines.base import Engine, EngineError, PassOutput
@@ -98,11 +99,15 @@ PassObserver = Callable[[Served], None]
 def resolve_tool_summary(
     turn: dict[str, Any], extraction: dict[str, Any], given: dict[str, Any] | None, engine: Engine
 ) -> dict[str, Any]:
-    """Body ``tool_summary``, then ``turn.tool_summary``, then the deterministic fixture."""
+    """Body ``tool_summary``, then ``turn.tool_summary``, then the deterministic fixture.
+
+    A given summary may be ours (``{ok, tool, data}``) or the planner's ``tool_result`` (cards at the top
+    level): both become the internal shape (:func:`contracts.planner.normalise_tool_summary`, idempotent).
+    """
     if given is not None:
-        return given
+        return normalise_tool_summary(given)
     if isinstance(turn.get("tool_summary"), dict):
-        return turn["tool_summary"]
+        return normalise_tool_summary(turn["tool_summary"])
     return engine.tool_summary(extraction, merged_slot(turn, extraction))
 
 
@@ -136,15 +141,19 @@ class PassRunner:
         except KeyError:
             raise EngineError("unavailable", f"engine {name!r} is not configured") from None
 
-    async def extract(self, turn: dict[str, Any], engine: str) -> Served:
-        return await self._serve("extract", engine, turn, None, None)
+    async def extract(self, turn: dict[str, Any], engine: str, *, deadline: float | None = None) -> Served:
+        """``deadline``: a ``time.monotonic()`` instant the pass must end by (the caller's own deadline
+        less a margin); a model engine then gets ``min(pass timeout, time left)`` and falls back with
+        ``timeout`` when it runs past it, or at once when no time is left."""
+        return await self._serve("extract", engine, turn, None, None, deadline)
 
     async def render(
-        self, turn: dict[str, Any], extraction: dict[str, Any], tool_summary: dict[str, Any] | None, engine: str
+        self, turn: dict[str, Any], extraction: dict[str, Any], tool_summary: dict[str, Any] | None, engine: str,
+        *, deadline: float | None = None,
     ) -> Served:
         eng = self.engines.get(engine, self.oracle)
         summary = resolve_tool_summary(turn, extraction, tool_summary, eng)
-        return await self._serve("render", engine, turn, extraction, summary)
+        return await self._serve("render", engine, turn, extraction, summary, deadline)
 
     async def _call(self, eng: Engine, pass_name: str, turn: dict[str, Any], extraction: Any, summary: Any) -> PassOutput:
         if pass_name == "extract":
@@ -152,7 +161,8 @@ class PassRunner:
         return await eng.render(turn, extraction, summary)
 
     async def _serve(
-        self, pass_name: str, engine_name: str, turn: dict[str, Any], extraction: Any, summary: Any
+        self, pass_name: str, engine_name: str, turn: dict[str, Any], extraction: Any, summary: Any,
+        deadline: float | None = None,
     ) -> Served:
         start = time.perf_counter()
         eng = self.engines.get(engine_name)
@@ -167,7 +177,7 @@ class PassRunner:
                 served.error = problem[1][:300]
                 log.error("deterministic output failed validation", extra={"pass": pass_name, "reason": problem[0]})
         else:
-            served = await self._serve_model(pass_name, engine_name, eng, turn, extraction, summary)
+            served = await self._serve_model(pass_name, engine_name, eng, turn, extraction, summary, deadline)
         served.latency_ms = round((time.perf_counter() - start) * 1000.0, 1)
         for observer in self.observers:
             try:
@@ -182,7 +192,7 @@ class PassRunner:
 
     async def _serve_model(
         self, pass_name: str, engine_name: str, eng: Engine | None, turn: dict[str, Any], extraction: Any,
-        summary: Any,
+        summary: Any, deadline: float | None = None,
     ) -> Served:
         adapter = eng.adapter if eng else "none"
         model = eng.model_for(pass_name) if eng else "none"
@@ -198,11 +208,20 @@ class PassRunner:
             reason, error = "circuit_open", f"circuit open for {engine_name}/{pass_name}"
         else:
             timeout_ms = self.timeouts_ms.get((engine_name, pass_name))
+            by_deadline = False
+            if deadline is not None:
+                left_ms = (deadline - time.monotonic()) * 1000.0
+                if timeout_ms is None or left_ms < timeout_ms:
+                    timeout_ms, by_deadline = max(left_ms, 0.0), True
             try:
+                if by_deadline and timeout_ms is not None and timeout_ms <= 0:
+                    raise TimeoutError
                 call = self._call(eng, pass_name, turn, extraction, summary)
-                out = await (asyncio.wait_for(call, timeout_ms / 1000.0) if timeout_ms else call)
+                out = await (asyncio.wait_for(call, timeout_ms / 1000.0) if timeout_ms is not None else call)
             except TimeoutError:
-                reason, error = "timeout", f"{engine_name} {pass_name} exceeded {timeout_ms:.0f} ms"
+                reason, error = "timeout", (
+                    f"{engine_name} {pass_name} stopped at the request deadline ({timeout_ms:.0f} ms left)"
+                    if by_deadline else f"{engine_name} {pass_name} exceeded {timeout_ms:.0f} ms")
             except EngineError as exc:
                 reason, error = exc.reason, exc.message
             except asyncio.CancelledError:

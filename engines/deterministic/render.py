@@ -12,16 +12,27 @@ from engines.deterministic import rules as R
 from engines.deterministic.extract import extract
 from engines.deterministic.fixtures import fixture, offer
 
+#: Bot messages of the rows for data the fixtures never produce (the planner's activities, transfers and
+#: hotel booking cards); oracle.md section 9 has no row for them.
+MSG_ACTIVITIES = "Here are activities you can add to the trip."
+MSG_TRANSFERS = "Here are transfer options for the trip."
+MSG_HOTEL_BOOKING = "Your hotel booking is confirmed."
+
 #: Widget types the assembler can fill (the oracle's output vocabulary).
 PLAN_WIDGET_TYPES: tuple[str, ...] = (
     "place_autocomplete_input", "date_range_picker", "party_picker", "place_list", "flight_list", "flight_card",
     "hotel_list", "order_confirmation", "itinerary_summary", "calendar_view", "error_card",
+    "activity_list", "transfer_list", "hotel_confirmation",
 )
 VARIANTS: tuple[str, ...] = ("default", "compact", "full")
 BOT_MESSAGES: tuple[str, ...] = (
     R.MSG_PROVIDER_ERROR, R.MSG_WHERE, R.MSG_WHEN, R.MSG_WHO, R.MSG_PLACES, R.MSG_FLIGHTS, R.MSG_FLIGHT_DETAIL,
     R.MSG_HOTELS, R.MSG_ORDER, R.MSG_SUMMARY, R.MSG_CALENDAR, R.MSG_STATE,
+    MSG_ACTIVITIES, MSG_TRANSFERS, MSG_HOTEL_BOOKING,
 )
+#: optional order_confirmation fields copied from a real (planner) order card when present
+_ORDER_EXTRAS: tuple[str, ...] = ("passengers", "slices", "documents", "ctas")
+_BOOKING_EXTRAS: tuple[str, ...] = ("status", "check_in", "check_out", "destination", "ctas")
 
 
 def _region(slot: dict[str, Any]) -> dict[str, Any]:
@@ -32,6 +43,61 @@ def _region(slot: dict[str, Any]) -> dict[str, Any]:
 def _data(tool_summary: dict[str, Any]) -> dict[str, Any]:
     data = tool_summary.get("data")
     return data if isinstance(data, dict) else {}
+
+
+def _list(data: dict[str, Any], key: str) -> list[Any]:
+    value = data.get(key)
+    return value if isinstance(value, list) else []
+
+
+def _emphasis(data: dict[str, Any], offers: list[Any]) -> str | None:
+    """The planner's best-value offer id (``groups.best_value``) when it is one of the items."""
+    groups = data.get("groups")
+    best = groups.get("best_value") if isinstance(groups, dict) else None
+    offer_id = best.get("offer_id") if isinstance(best, dict) else None
+    ids = {o.get("offer_id") for o in offers if isinstance(o, dict)}
+    return offer_id if isinstance(offer_id, str) and offer_id in ids else None
+
+
+def _currency(offers: list[Any]) -> str:
+    price = offers[0].get("price") if offers and isinstance(offers[0], dict) else None
+    currency = price.get("currency") if isinstance(price, dict) else None
+    return currency if isinstance(currency, str) and currency else "USD"
+
+
+def _order(data: dict[str, Any]) -> dict[str, Any]:
+    """The order fields of ``data``; the oracle's placeholders only where a field is absent (no order sent;
+    the normalised planner order card always carries order_id and booking_reference)."""
+    def field(key: str, default: str) -> str:
+        value = data.get(key)
+        return value if isinstance(value, str) else default
+
+    payload: dict[str, Any] = {"order_id": field("order_id", "ord_x"),
+                               "booking_reference": field("booking_reference", "BR0000"),
+                               "total_amount": field("total_amount", R.ORDER_TOTAL),
+                               "total_currency": field("total_currency", "USD")}
+    for key in _ORDER_EXTRAS:
+        if isinstance(data.get(key), list):
+            payload[key] = data[key]
+    return payload
+
+
+def _hotel_booking(data: dict[str, Any]) -> dict[str, Any]:
+    booking = data.get("hotel_booking")
+    booking = booking if isinstance(booking, dict) else {}
+
+    def field(key: str, default: str) -> str:
+        value = booking.get(key)
+        return value if isinstance(value, str) else default
+
+    payload: dict[str, Any] = {"booking_reference": field("booking_reference", ""),
+                               "hotel_name": field("hotel_name", "Hotel"),
+                               "total_amount": field("total_amount", "0.00"),
+                               "total_currency": field("total_currency", "EUR")}
+    for key in _BOOKING_EXTRAS:
+        if key in booking and booking[key] is not None:
+            payload[key] = booking[key]
+    return payload
 
 
 def _payload(widget_type: str, variant: str, slot: dict[str, Any], ts: dict[str, Any]) -> dict[str, Any]:
@@ -49,16 +115,27 @@ def _payload(widget_type: str, variant: str, slot: dict[str, Any], ts: dict[str,
         return {"title": "Top places in " + label, "items": data.get("places") or []}
     if widget_type == "flight_list":
         offers = data.get("offers") or []
-        return {"title": "Flights to " + label, "items": offers, "total_count": len(offers), "currency": "USD"}
+        flights = {"title": "Flights to " + label, "items": offers, "total_count": len(offers),
+                   "currency": _currency(offers)}
+        emphasis = _emphasis(data, offers)
+        if emphasis is not None:
+            flights["emphasis_offer_id"] = emphasis
+        return flights
     if widget_type == "flight_card":
         return (data.get("offers") or [offer(slot, 1)])[0]
     if widget_type == "hotel_list":
         hotels = data.get("hotels") or []
         return {"title": "Hotels in " + label, "items": hotels, "total_count": len(hotels)}
+    if widget_type == "activity_list":
+        activities = _list(data, "activities")
+        return {"title": "Activities in " + label, "items": activities, "total_count": len(activities)}
+    if widget_type == "transfer_list":
+        transfers = _list(data, "transfers")
+        return {"title": "Transfers in " + label, "items": transfers, "total_count": len(transfers)}
     if widget_type == "order_confirmation":
-        return {"order_id": data.get("order_id") or "ord_x", "booking_reference": data.get("booking_reference") or "BR0000",
-                "total_amount": data.get("total_amount") or R.ORDER_TOTAL,
-                "total_currency": data.get("total_currency") or "USD"}
+        return _order(data)
+    if widget_type == "hotel_confirmation":
+        return _hotel_booking(data)
     if widget_type == "place_autocomplete_input":
         return {"placeholder": "Search a destination", "suggestions": [dict(s) for s in R.DESTINATION_SUGGESTIONS],
                 "submit_on_select": True}
@@ -85,6 +162,7 @@ def render_plan(extraction: dict[str, Any], tool_summary: dict[str, Any]) -> tup
     ri = extraction.get("render_intent") or {}
     kind = ri.get("kind") or "summarize"
     missing = ri.get("missing") or []
+    data = _data(tool_summary)
     if not tool_summary.get("ok", True) and tool_summary.get("tool"):
         return R.MSG_PROVIDER_ERROR, [("error_card", "default")]
     if kind == "collect_missing":
@@ -108,6 +186,13 @@ def render_plan(extraction: dict[str, Any], tool_summary: dict[str, Any]) -> tup
         return R.MSG_SUMMARY, [("itinerary_summary", "default"), ("calendar_view", "compact")]
     elif kind == "calendar_live":
         return R.MSG_CALENDAR, [("calendar_view", "full")]
+    # rows for the planner's cards, which the fixtures never produce (their data is {} for these tools)
+    elif kind == "show_activities" and isinstance(data.get("activities"), list):
+        return MSG_ACTIVITIES, [("activity_list", "default")]
+    elif kind == "show_transfers" and isinstance(data.get("transfers"), list):
+        return MSG_TRANSFERS, [("transfer_list", "default")]
+    elif kind == "hotel_confirmation" and isinstance(data.get("hotel_booking"), dict):
+        return MSG_HOTEL_BOOKING, [("hotel_confirmation", "default")]
     return R.MSG_STATE, [("itinerary_summary", "default")]
 
 
