@@ -94,6 +94,19 @@ class OpenAISettings(BaseModel):
 class FallbackSettings(BaseModel):
     failure_threshold: int = Field(default=3, ge=1, description="Consecutive failures that open the circuit.")
     cooldown_s: float = Field(default=5.0, ge=0, description="How long an open circuit skips the engine.")
+    serve: Literal["oracle", "error"] = Field(
+        default="oracle", description="What a pass that falls back answers: oracle (the deterministic answer, "
+        "HTTP 200, llm_contract.fallback_used) or error (HTTP 503 with an OpenAI-shaped error carrying the "
+        "fallback reason; for shadow-candidate deployments whose callers ignore llm_contract).")
+    deadline_margin_ms: int = Field(
+        default=50, ge=0, description="With the X-Request-Timeout-Ms header, a model pass ends (and falls back) "
+        "this many ms, or 10% of the caller's budget if that is more, before the caller's deadline.")
+
+
+class RenderSettings(BaseModel):
+    fixtures: Literal["allow", "refuse"] = Field(
+        default="allow", description="A render request without any tool summary: allow (the oracle's fixtures "
+        "fill the widgets; the response says so) or refuse (422).")
 
 
 class ShadowSettings(BaseModel):
@@ -140,6 +153,7 @@ class Settings(BaseSettings):
     slm: SlmSettings = Field(default_factory=SlmSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     fallback: FallbackSettings = Field(default_factory=FallbackSettings)
+    render: RenderSettings = Field(default_factory=RenderSettings)
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
 
     config_file_path: ClassVar[Path | None] = None
