@@ -156,6 +156,11 @@ class GuardMiddleware:
             return
         started = time.perf_counter()
         path: str = scope.get("path", "")
+        if len(path) > 1 and path.endswith("/") and path.rstrip("/") in PASS_PATHS:
+            # POST /extract/ answers like /extract (no 307 redirect the planner's client would not follow)
+            path = path.rstrip("/")
+            scope["path"] = path
+            scope["raw_path"] = path.encode("latin-1")
         authorization: bytes | None = None
         content_length: bytes | None = None
         request_id: str | None = None
@@ -177,7 +182,8 @@ class GuardMiddleware:
             scope["headers"] = [(k, v) for k, v in scope.get("headers", ()) if k != b"content-type"]
             scope["headers"].append((b"content-type", b"application/json"))
         ctx: dict[str, Any] = {"request_id": request_id, "pass": PASS_PATHS.get(path), "engine": None,
-                               "fallback_reason": None}
+                               "fallback_reason": None, "fallback_detail": None, "input_notes": 0,
+                               "started": time.monotonic()}
         scope[SCOPE_KEY] = ctx
         status = 0
         rid_header = (b"x-request-id", request_id.encode("latin-1"))
@@ -239,7 +245,8 @@ class GuardMiddleware:
                     "method": scope.get("method"), "path": path if path in _LOGGED_PATHS else "other",
                     "status": status, "duration_ms": round((time.perf_counter() - started) * 1000.0, 2),
                     "request_id": request_id, "pass": ctx.get("pass"), "engine": ctx.get("engine"),
-                    "fallback_reason": ctx.get("fallback_reason"),
+                    "fallback_reason": ctx.get("fallback_reason"), "fallback_detail": ctx.get("fallback_detail"),
+                    "input_notes": ctx.get("input_notes") or 0,
                 })
 
 

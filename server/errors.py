@@ -3,19 +3,25 @@
 
 - invalid JSON -> 400; JSON of the wrong shape -> 422 with one entry per field;
 - body over ``max_body_bytes`` -> 413 (checked on the raw stream, see :mod:`server.app`);
-- missing or wrong API key -> 401; anything unexpected -> 500 with a fixed message.
+- missing or wrong API key -> 401; anything unexpected -> 500 with a fixed message;
+- a pass that fell back under ``fallback.serve = error`` -> 503 in the OpenAI shape on every path, with
+  the fallback reason as ``error.code`` and in the ``X-Fallback-Reason`` header (:func:`fallback_error`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from engines.shadow.redact import redact_text
 
 log = logging.getLogger("travel_slm.errors")
 
@@ -94,6 +100,55 @@ OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": OpenAIError, "description": "Body over the size limit."},
     422: {"model": OpenAIError, "description": "JSON of the wrong shape."},
 }
+
+
+class FallbackErrorBody(OpenAIErrorBody):
+    fallback_reason: str
+    fallback_detail: str | None
+    pass_: str = Field(alias="pass")
+    engine: str
+
+
+class FallbackError(BaseModel):
+    """``fallback.serve = error``: the pass fell back; the reason is ``error.code`` and ``fallback_reason``."""
+
+    error: FallbackErrorBody
+
+
+FALLBACK_503: dict[int | str, dict[str, Any]] = {
+    503: {"model": FallbackError, "description": "With fallback.serve = error: the engine's answer could not be "
+          "served (the reason is in error.code, error.fallback_reason and the X-Fallback-Reason header)."},
+}
+
+
+# --- fallback --------------------------------------------------------------------------------------------
+
+_SPACES = re.compile(r"\s+")
+DETAIL_LIMIT = 300
+
+
+def fallback_detail(error: str | None) -> str | None:
+    """The fallback's detail text for callers and logs: one line, redacted (e-mails, phones, cards, the
+    configured secrets), at most 300 characters; None when there is none."""
+    if not error:
+        return None
+    line = _SPACES.sub(" ", str(error)).strip()
+    for name in ("OPENAI_API_KEY", "TRAVEL_SLM_API_KEY"):
+        secret = os.environ.get(name)
+        if secret and len(secret) >= 4:
+            line = line.replace(secret, "[REDACTED]")
+    line = redact_text(line)
+    return line[:DETAIL_LIMIT] or None
+
+
+def fallback_error(pass_: str, engine: str, reason: str, detail: str | None) -> JSONResponse:
+    """HTTP 503, OpenAI error shape, for a pass that fell back under ``fallback.serve = error``."""
+    message = f"the {engine} engine could not serve the {pass_} pass: fell back ({reason})"
+    if detail:
+        message += f": {detail}"
+    body = {"error": {"message": message, "type": "server_error", "param": None, "code": reason,
+                      "fallback_reason": reason, "fallback_detail": detail, "pass": pass_, "engine": engine}}
+    return JSONResponse(body, status_code=503, headers={"X-Fallback-Reason": reason})
 
 
 # --- rendering ------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from contracts.planner import RULE_IDS, RULES, InputNote
 from engines.agreement import FIELDS as AGREEMENT_FIELDS
 from engines.fallback import Served
 
@@ -39,6 +40,7 @@ OUTCOMES = frozenset({"ok", "fallback", "invalid"})
 FALLBACK_REASONS = frozenset(
     {"error", "timeout", "invalid_json", "schema_invalid", "truncated", "out_of_vocab", "unavailable", "circuit_open"}
 )
+NOTE_ACTIONS = frozenset({"mapped", "dropped", "defaulted"})
 SHADOW_OUTCOMES = frozenset({"compared", "fell_back", "dropped"})
 HTTP_STATUSES = frozenset({"200", "400", "401", "404", "405", "413", "415", "422", "500", "503"})
 
@@ -75,6 +77,10 @@ class Metrics:
         self.schema_invalid = Counter(
             PREFIX + "schema_invalid", "Engine outputs that failed the contract (schema, envelope or payload).",
             ["pass", "engine"], registry=r,
+        )
+        self.input_notes_total = Counter(
+            PREFIX + "input_notes", "Request input the server mapped or dropped to read it (live planner shapes), "
+            "by rule of contracts.planner.RULES.", ["pass", "rule", "action"], registry=r,
         )
         self.inflight = Gauge(PREFIX + "inflight", "Pass requests being answered now.", registry=r)
         self.engine_ready = Gauge(
@@ -151,6 +157,13 @@ class Metrics:
         self.requests.labels(
             _bounded(pass_, PASSES, "none"), _bounded(engine, ENGINES, "none"), _bounded(str(status), HTTP_STATUSES)
         ).inc()
+
+    def input_notes(self, pass_: str, notes: Iterable[InputNote]) -> None:
+        """One increment per applied mapping rule (``rule`` is a :data:`contracts.planner.RULES` id)."""
+        for note in notes:
+            rule = _bounded(note.rule, RULE_IDS)
+            action = RULES[rule].action if rule in RULES else _bounded(note.action, NOTE_ACTIONS)
+            self.input_notes_total.labels(_bounded(pass_, PASSES), rule, action).inc()
 
     def set_engine_ready(self, engine: str, ready: bool) -> None:
         self.engine_ready.labels(_bounded(engine, ENGINES)).set(1.0 if ready else 0.0)

@@ -21,17 +21,24 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from contracts.planner import Notes
 from contracts.turn import RenderRequest, Turn
 from contracts.vocab import CONTRACT_VERSION
 from engines.fallback import Served
 from engines.openai_engine import schema_matches_contract
-from server.errors import OPENAI_ERRORS, ApiError, validation_error
+from server.errors import FALLBACK_503, OPENAI_ERRORS, ApiError, validation_error
 from server.routes_planner import (
     XEngine,
+    XTimeout,
     answer_render,
     context,
+    fallback_response,
+    normalised_turn,
+    record_notes,
+    resolve_deadline,
     resolve_engine,
     run_extract,
+    serve_as_error,
     shadow_task,
 )
 
@@ -259,9 +266,10 @@ async def get_model(model_id: str, request: Request) -> dict[str, Any]:
     responses={200: {"model": ChatCompletion,
                      "content": {"text/event-stream": {"schema": {"type": "string"}}},
                      "description": "A chat.completion, or server-sent chunks when `stream` is true."},
-               **OPENAI_ERRORS},
+               **OPENAI_ERRORS, **FALLBACK_503},
 )
-async def chat_completions(body: ChatCompletionRequest, request: Request, x_engine: XEngine = None) -> Any:
+async def chat_completions(body: ChatCompletionRequest, request: Request, x_engine: XEngine = None,
+                           x_timeout: XTimeout = None) -> Any:
     pass_ = model_table(request).get(body.model)
     if pass_ is None:
         raise ApiError(404, f"the model {body.model[:100]!r} does not exist: use travel-extract, travel-render "
@@ -272,14 +280,23 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, x_engi
     check_response_format(pass_, body)
     parsed, index = pass_input(pass_, body)
     engine = resolve_engine(request, pass_, x_engine)
+    deadline = resolve_deadline(request, x_timeout)
+    extra_headers: dict[str, str] = {}
     if pass_ == "extract":
-        turn = parsed.engine_input()
-        served = await run_extract(request, turn, engine)
+        notes = Notes()
+        turn = normalised_turn(parsed.engine_input(), notes)
+        served = await run_extract(request, turn, engine, deadline)
+        record_notes(request, "extract", notes)
+        if serve_as_error(request, served):
+            return fallback_response(served)
         background = shadow_task(request, "extract", turn, served, served.document)
     else:
-        served, turn, extraction, summary = await answer_render(
-            request, parsed, engine, ("body", "messages", index, "content"))
-        background = shadow_task(request, "render", turn, served, extraction, summary)
+        answer = await answer_render(request, parsed, engine, ("body", "messages", index, "content"), deadline)
+        if answer.failed is not None:
+            return fallback_response(answer.failed)
+        served = answer.served
+        extra_headers = {"X-Tool-Summary-Source": answer.source}
+        background = shadow_task(request, "render", answer.turn, served, answer.extraction, answer.tool_summary)
 
     content = json.dumps(served.document, ensure_ascii=False, separators=(",", ":"))
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -287,7 +304,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, x_engi
     fp = fingerprint(served)
     counts = usage(body, served, content)
     headers = {"X-Latency-Ms": f"{served.latency_ms:.1f}",
-               "X-Fallback-Reason": served.fallback_reason or "none"}
+               "X-Fallback-Reason": served.fallback_reason or "none", **extra_headers}
     if not body.stream:
         completion = {
             "id": completion_id, "object": "chat.completion", "created": created, "model": body.model,

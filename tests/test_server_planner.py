@@ -18,7 +18,9 @@ def _post(base: str, path: str, body: Any, **kw: Any) -> httpx.Response:
 def _check_contract(contract: dict[str, Any], engine: str = "deterministic") -> None:
     assert contract["engine"] == engine
     assert contract["contract_version"] == CONTRACT_VERSION
-    assert set(contract) == {"engine", "adapter", "model", "fallback_used", "fallback_reason", "contract_version"}
+    assert set(contract) == {"engine", "adapter", "model", "fallback_used", "fallback_reason", "fallback_detail",
+                             "contract_version"}
+    assert (contract["fallback_detail"] is None) == (not contract["fallback_used"])
 
 
 def test_reference_turns_extract_and_render_equal_the_labels(default_server: str, reference_records: list) -> None:
@@ -28,7 +30,8 @@ def test_reference_turns_extract_and_render_equal_the_labels(default_server: str
             r = client.post("/extract", json={"turn": turn})
             assert r.status_code == 200, r.text
             body = r.json()
-            assert set(body) == {"extract", "latency_ms", "schema_valid", "llm_contract"}
+            assert set(body) == {"extract", "latency_ms", "schema_valid", "llm_contract", "input_notes"}
+            assert body["input_notes"] == []  # a contract-shaped turn needs no mapping
             assert body["extract"] == record["expected"]["extract"], record["id"]
             assert body["schema_valid"] is True
             assert isinstance(body["latency_ms"], float) and round(body["latency_ms"], 1) == body["latency_ms"]
@@ -40,7 +43,11 @@ def test_reference_turns_extract_and_render_equal_the_labels(default_server: str
                                              "tool_summary": record["expected"]["tool_summary"]})
             assert r.status_code == 200, r.text
             body = r.json()
-            assert set(body) == {"render", "latency_ms", "schema_valid", "widget_types", "llm_contract"}
+            assert set(body) == {"render", "latency_ms", "schema_valid", "widget_types", "llm_contract", "input_notes",
+                                 "tool_summary_source", "fixtures_used"}
+            assert body["input_notes"] == [], record["id"]  # the oracle's own shapes are taken as they are
+            assert body["tool_summary_source"] == "body" and body["fixtures_used"] is False
+            assert r.headers["X-Tool-Summary-Source"] == "body"
             assert body["render"] == record["expected"]["render"], record["id"]
             assert body["widget_types"] == [w["widget_type"] for w in record["expected"]["render"]["widgets"]]
             assert body["schema_valid"] is True
@@ -141,14 +148,26 @@ def test_x_engine_override(live_server: Any) -> None:
     assert _post(base, "/render", {"turn": HOTEL_TURN}, headers={"X-Engine": "nope"}).status_code == 400
 
 
-def test_invalid_extraction_in_the_body_is_422_with_field_messages(default_server: str) -> None:
+def test_extraction_outside_the_contract_renders_and_says_what_was_mapped(default_server: str) -> None:
     ex = _post(default_server, "/extract", {"turn": HOTEL_TURN}).json()["extract"]
-    bad = copy.deepcopy(ex)
-    bad["tool_requests"][0]["arguments"]["radius"] = 99
-    r = _post(default_server, "/render", {"turn": HOTEL_TURN, "extraction": bad})
+    odd = copy.deepcopy(ex)
+    odd["tool_requests"][0]["arguments"]["radius"] = 99  # liberal in: the render needs only the tool id
+    r = _post(default_server, "/render", {"turn": HOTEL_TURN, "extraction": odd})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["schema_valid"] is True and body["widget_types"] == ["hotel_list"]
+    assert {"path": "extraction.tool_requests.0.arguments.radius", "action": "defaulted",
+            "rule": "arg.outside_contract"} in body["input_notes"]
+
+
+def test_extraction_that_is_not_an_extraction_is_422_with_field_messages(default_server: str) -> None:
+    r = _post(default_server, "/render", {"turn": HOTEL_TURN, "extraction": ["not", "an", "object"]})
     assert r.status_code == 422
-    detail = r.json()["detail"]
-    assert any(d["loc"][:2] == ["body", "extraction"] and "radius" in d["loc"] for d in detail), detail
+    assert r.json()["detail"][0]["loc"][:2] == ["body", "extraction"]
+    r = _post(default_server, "/render", {"turn": HOTEL_TURN,
+                                          "extraction": {"slot_updates": "x", "tool_requests": [], "render_intent": {}}})
+    assert r.status_code == 422
+    assert ["body", "extraction", "slot_updates"] in [d["loc"] for d in r.json()["detail"]]
 
     r = _post(default_server, "/render", {"turn": HOTEL_TURN, "extraction": {"slot_updates": {}}})
     assert r.status_code == 422
