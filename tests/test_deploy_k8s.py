@@ -33,7 +33,7 @@ yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (bash tests/i
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "deploy" / "k8s"
 BASE = K8S / "base"
-OVERLAYS = ("cpu", "gpu", "vllm-fleet")
+OVERLAYS = ("cpu", "gpu", "vllm-fleet", "shadow-candidate")
 K8S_VERSION = "1.32.0"
 """The oldest Kubernetes minor the manifests promise to work on (validated against its schemas)."""
 SECRET_ENV = ("TRAVEL_SLM_API_KEY", "OPENAI_API_KEY")
@@ -327,15 +327,62 @@ def test_configmap_and_secrets(overlay: str) -> None:
     assert [e["configMapRef"]["name"] for e in c["envFrom"]] == [config["metadata"]["name"]]
 
     settings = check_settings_env(config["data"])
-    assert settings.shadow.enabled, "the roll-out starts with shadow mode on (docs/operations.md)"
-    assert settings.extraction_engine == "deterministic" and settings.render_engine == "deterministic"
+    if overlay == "shadow-candidate":  # the planner's shadow step calls it: model answers or a visible 503
+        assert not settings.shadow.enabled and settings.fallback.serve == "error"
+        assert settings.extraction_engine == "slm" and settings.render_engine == "slm"
+    else:
+        assert settings.shadow.enabled, "the roll-out starts with shadow mode on (docs/operations.md)"
+        assert settings.extraction_engine == "deterministic" and settings.render_engine == "deterministic"
+        assert settings.fallback.serve == "oracle", "the live deployment serves the oracle's answer on a fallback"
 
     env = {e["name"]: e for e in c["env"]}
     for name in SECRET_ENV:
         ref = env[name]["valueFrom"]["secretKeyRef"]
         assert ref["name"] == "travel-slm-secrets" and ref["key"]
         assert "value" not in env[name]
-    assert env["TRAVEL_SLM_API_KEY"]["valueFrom"]["secretKeyRef"].get("optional", False) is False
+    # the planner sends no Authorization header: the key must not be required for the pods to start
+    assert env["TRAVEL_SLM_API_KEY"]["valueFrom"]["secretKeyRef"].get("optional") is True
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policy_admits_only_the_planner_and_prometheus(overlay: str) -> None:
+    docs = render(str(K8S / "overlays" / overlay))
+    policy = one(docs, "NetworkPolicy", "travel-slm")
+    deployment = one(docs, "Deployment", "travel-slm")
+    service = one(docs, "Service", "travel-slm")
+    assert policy["metadata"].get("namespace") == deployment["metadata"].get("namespace")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    ports = {p["name"] for p in container(deployment)["ports"]}
+    peers: list[tuple[str, str]] = []
+    for rule in policy["spec"]["ingress"]:
+        assert [p["port"] for p in rule["ports"]] == ["http"] and "http" in ports
+        for peer in rule["from"]:
+            assert peer["namespaceSelector"] == {}  # any namespace, but only pods with the label
+            selector = peer["podSelector"]
+            assert "matchLabels" not in selector, "kustomize would add the travel-slm labels to a matchLabels peer"
+            (expression,) = selector["matchExpressions"]
+            assert expression["operator"] == "In"
+            peers += [(expression["key"], v) for v in expression["values"]]
+    assert sorted(peers) == [("app.kubernetes.io/name", "prometheus"), ("travel-slm.io/client", "planner")]
+    # the pods the policy protects are the ones the Service sends to; other pods (vLLM) are not selected
+    assert service["spec"]["selector"].items() <= labels.items()
+    for other in docs:
+        if other["kind"] == "Deployment" and other is not deployment:
+            other_labels = other["spec"]["template"]["metadata"]["labels"]
+            assert not policy["spec"]["podSelector"]["matchLabels"].items() <= other_labels.items()
+
+
+def test_shadow_candidate_overlay_is_apart_from_the_live_deployment() -> None:
+    live = render(str(K8S / "overlays" / "cpu"))
+    candidate = render(str(K8S / "overlays" / "shadow-candidate"))
+    namespaces = {d["metadata"].get("namespace") for d in candidate}
+    assert namespaces == {"travel-slm-shadow"}
+    assert {d["metadata"].get("namespace") for d in live} == {None}
+    settings = check_settings_env(one(candidate, "ConfigMap")["data"])
+    assert settings.render.fixtures == "refuse"  # the planner always sends its tool_result
+    assert container(one(candidate, "Deployment"))["image"] == container(one(live, "Deployment"))["image"]
 
 
 def test_hpa_and_pdb_target_the_deployment() -> None:
