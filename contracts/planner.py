@@ -22,6 +22,7 @@ Entry points: :func:`normalise_tool_summary`, :func:`normalise_extraction`,
 from __future__ import annotations
 
 import re
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -136,6 +137,7 @@ class Notes:
     def add(self, path: str, rule: str) -> None:
         if rule not in RULES:  # pragma: no cover - a programming error, caught by the tests
             raise KeyError(rule)
+        path = path[:200]  # request key names are caller-chosen: bounded
         key = (path, rule)
         if key in self._seen or len(self.items) >= self.LIMIT:
             return
@@ -393,10 +395,30 @@ def _valid(adapter: TypeAdapter[Any], value: Any) -> bool:
     return True
 
 
-def _coerce_field(model: type[BaseModel], name: str, value: Any) -> Any:
-    """A value of ``model.name`` built from ``value``: lax conversion, number -> text, list filtering."""
+def _model_type(annotation: Any) -> type[BaseModel] | None:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _coerce_field(model: type[BaseModel], name: str, value: Any, path: str, notes: Notes) -> Any:
+    """A value of ``model.name`` built from ``value``: nested objects made valid field by field, lax
+    conversion, number -> text, list filtering."""
     adapter = _field_adapter(model, name)
     candidates: list[Any] = []
+    annotation = model.model_fields[name].annotation
+    nested = _model_type(annotation)
+    if nested is not None and isinstance(value, dict):
+        candidates.append(sanitise_card(nested, value, path, notes))
+    list_args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    list_type = annotation if typing.get_origin(annotation) is list else next(
+        (a for a in list_args if typing.get_origin(a) is list), None)
+    item_model = _model_type(typing.get_args(list_type)[0]) if list_type is not None and typing.get_args(
+        list_type) else None
+    if item_model is not None and isinstance(value, list):
+        items = [sanitise_card(item_model, v, f"{path}.{i}", notes) for i, v in enumerate(value)]
+        candidates.append([v for v in items if v is not None])
     if isinstance(value, int | float) and not isinstance(value, bool):
         candidates.append(str(value))
     try:
@@ -442,7 +464,8 @@ def sanitise_card(model: type[BaseModel], card: Any, path: str, notes: Notes,
                 continue
             required = model.model_fields[key].is_required()
             value = out.get(key, _MISS)
-            coerced = _coerce_field(model, key, value) if value is not _MISS and value is not None else _MISS
+            coerced = (_coerce_field(model, key, value, fpath, notes) if value is not _MISS and value is not None
+                       else _MISS)
             if coerced is not _MISS:
                 out[key] = coerced
                 notes.add(fpath, "card.field_coerced")

@@ -290,8 +290,8 @@ def test_order_card_is_flattened_with_its_real_fields() -> None:
     assert data["passengers"] == order["passengers"] and data["ctas"] == order["ctas"]
     _has(notes, "tool_summary.data.order", "tool_result.order_fields")
     _has(notes, "tool_summary.data.order.live_mode", "card.field_not_in_contract")
-    _has(notes, "tool_summary.data.order.documents", "card.field_coerced")  # the null document_url entry dropped
-    assert data["documents"] == []
+    _has(notes, "tool_summary.data.order.documents.0.document_url", "card.field_invalid")  # null: not a string
+    assert data["documents"] == [{"unique_identifier": "1", "type": "electronic_ticket"}]
     out, _notes = _summary({"tool": ORDER, "ok": True, "order": {"booking_reference": "RZPNX8", "total_amount": 412.6}})
     assert out["data"]["order_id"] == "RZPNX8" and out["data"]["total_amount"] == "412.6"
 
@@ -316,6 +316,24 @@ def test_cards_are_made_contract_valid_or_dropped() -> None:
     assert out["data"]["activities"] == [{"activity_code": "E-E10-X", "name": "Tour", "currency": "EUR"}]
     _has(notes, "tool_summary.data.activities.0.currency", "card.field_defaulted")
     _has(notes, "tool_summary.data.transfers", "tool_result.not_a_list")
+
+
+def test_nested_card_fields_are_converted_field_by_field() -> None:
+    segment = {"departure": {"iata": "SFO", "at": "2026-10-10T08:15:00"}, "arrival": {"iata": "LIS", "at": "x"},
+               "carrier": "ZZ", "duration": "PT11H25M", "stops": "0", "flight_number": 1234, "aircraft_seats": 180}
+    offer = {"offer_id": "off_1", "price": {"total": 412.6, "currency": "EUR"},
+             "itineraries": [{"duration": "PT11H25M", "segments": [segment, {"carrier": "no endpoints"}]}],
+             "carriers": ["ZZ"], "duration": "PT11H25M", "stops": 0}
+    out, notes = _summary({"tool": OFFERS, "ok": True, "offers": [offer]})
+    (clean,) = out["data"]["offers"]
+    PAYLOAD_MODELS["flight_card"].model_validate(clean, strict=True)
+    assert clean["price"] == {"total": "412.6", "currency": "EUR"}
+    (seg,) = clean["itineraries"][0]["segments"]
+    assert (seg["stops"], seg["flight_number"]) == (0, "1234") and "aircraft_seats" not in seg
+    prefix = "tool_summary.data.offers.0.itineraries.0.segments"
+    _has(notes, f"{prefix}.0.aircraft_seats", "card.field_not_in_contract")
+    _has(notes, f"{prefix}.1", "card.invalid")
+    _has(notes, "tool_summary.data.offers.0.price.total", "card.field_coerced")
 
 
 def test_ours_and_the_fixtures_are_unchanged() -> None:
