@@ -129,6 +129,67 @@ def bundled_gguf_path() -> Path:
     )
 
 
+# --- model packages (written by `travel-slm package`) -------------------------------------------------
+
+SHIPPED_SPEC = "shipped"
+"""The trained model package shipped in the repository (``models/``), the default ``slm.model``."""
+PACKAGE_FILE = "travel_slm_model.json"
+"""The manifest of a model package: base model, weights form, extract/render modes, prompt style."""
+
+
+@dataclass(frozen=True)
+class ModelPackage:
+    """A trained model package: a LoRA over ``base`` (``weights="lora"``) or a merged model folder."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return label_safe(str(self.manifest.get("name") or self.path.name))
+
+    @property
+    def weights(self) -> str:
+        return str(self.manifest.get("weights") or "lora")
+
+    @property
+    def base(self) -> str:
+        """The ``slm.model`` spec of the base model (a LoRA package), or the package folder (merged)."""
+        return str(self.manifest.get("base") or BUNDLED_SPEC) if self.weights == "lora" else str(self.path)
+
+    def setting(self, key: str, default: str) -> str:
+        value = self.manifest.get(key)
+        return value if isinstance(value, str) and value else default
+
+
+def shipped_package_path() -> Path:
+    """The folder of the shipped trained model (``models/<name>``, named in ``models/__init__.py``)."""
+    import models
+
+    return models.SHIPPED
+
+
+def model_package(spec: str | None) -> ModelPackage | None:
+    """The model package named by ``spec`` (``shipped`` or a package folder), else None.
+
+    Raises :class:`FileNotFoundError` when ``shipped`` is asked for and its folder is missing.
+    """
+    spec = (spec or "").strip()
+    if spec == SHIPPED_SPEC:
+        folder = shipped_package_path()
+        if not (folder / PACKAGE_FILE).is_file():
+            raise FileNotFoundError(f"slm.model 'shipped': the trained model package is missing ({folder}); "
+                                    "use slm.model=bundled or a package folder")
+    else:
+        folder = Path(spec).expanduser()
+        if not (folder / PACKAGE_FILE).is_file():
+            return None
+    manifest = json.loads((folder / PACKAGE_FILE).read_text(encoding="utf-8"))
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{folder / PACKAGE_FILE}: expected a JSON object")
+    return ModelPackage(folder.resolve(), manifest)
+
+
 # --- resolution ---------------------------------------------------------------------------------------
 
 

@@ -90,6 +90,22 @@ def quantize_int8(model: Any) -> Any:
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
+def merge_lora_into(model: Any, folder: str) -> Any:
+    """``model`` with the PEFT LoRA of ``folder`` merged into its weights (a plain model again)."""
+    if importlib.util.find_spec("peft") is None:
+        raise AdapterUnavailableError(f"LoRA adapter {folder!r} needs the Python package 'peft' "
+                                      "(python -m pip install peft)")
+    path = Path(folder).expanduser().resolve()
+    if not (path / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"LoRA folder {folder!r} has no adapter_config.json")
+    from peft import PeftModel
+
+    started = time.perf_counter()
+    merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload().eval()
+    log.info("merged LoRA %s in %.2f s", path.name, time.perf_counter() - started)
+    return merged
+
+
 class TransformersAdapter(Adapter):
     name = "transformers"
 
@@ -108,6 +124,7 @@ class TransformersAdapter(Adapter):
         quantize: str = "none",
         preloaded: tuple[Any, Any] | None = None,
         model_name: str | None = None,
+        merge_lora: str | None = None,
     ) -> None:
         """``preloaded=(model, tokenizer)`` skips resolution/loading (tests on a tiny model).
 
@@ -122,6 +139,9 @@ class TransformersAdapter(Adapter):
         The activation scale is computed per forward pass, so a token's logits depend on the
         other tokens fed with it: jump-forward ``verify`` and prefix reuse are then no longer
         token-exact against plain greedy decoding (the output stays grammar-valid). Off by default.
+
+        ``merge_lora``: a PEFT LoRA folder merged into the weights at load (a trained model package
+        served on both passes): decode steps then cost what the base model's cost.
         """
         if quantize not in ("none", "int8"):
             raise ValueError("quantize must be 'none' or 'int8'")
@@ -138,7 +158,9 @@ class TransformersAdapter(Adapter):
         self.dtype_name = dtype
         self.attn_implementation = attn_implementation
         self._preloaded = preloaded
+        self._name_override = model_name
         self._model_name = model_name or ("preloaded" if preloaded else "unloaded")
+        self.merge_lora = merge_lora
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="slm-transformers")
         self.model: Any = None
         self.tokenizer: Any = None
@@ -180,7 +202,7 @@ class TransformersAdapter(Adapter):
             from adapters.models import resolve_model
 
             resolved = resolve_model(self.model_spec, self.cache_dir)
-            self._model_name = resolved.name
+            self._model_name = self._name_override or resolved.name
             self.device = self._pick_device(torch)
             dtype = getattr(torch, self.dtype_name)
             if self.device.type == "cuda" and self.dtype_name == "float32":
@@ -194,6 +216,8 @@ class TransformersAdapter(Adapter):
             self.model = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs).to(self.device).eval()
             log.info("loaded %s on %s (%s) in %.1f s", resolved.name, self.device, dtype,
                      time.perf_counter() - started)
+        if self.merge_lora:
+            self.model = merge_lora_into(self.model, self.merge_lora)
         if self.quantize == "int8" and self.device.type == "cpu":
             self.model = quantize_int8(self.model)  # a quantized copy: a preloaded model stays as it is
         else:

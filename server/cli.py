@@ -14,6 +14,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "server.predict_command",
     "contracts.export",
     "engines.shadow.report_command",
+    "training.dataset",
+    "training.finetune",
+    "training.package",
 )
 
 

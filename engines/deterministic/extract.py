@@ -7,6 +7,7 @@ from datetime import date
 from typing import Any
 
 from engines.deterministic import rules as R
+from engines.deterministic import tools as T
 
 _ISO_DATES = re.compile(R.ISO_DATE_PATTERN)
 _STRICT_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -108,6 +109,15 @@ def _slot_updates(et: str, payload: dict[str, Any], aid: str, text: str, low: st
     return updates
 
 
+def event_slot_updates(turn: dict[str, Any]) -> dict[str, Any]:
+    """The slot updates of a turn as the oracle reads them (free text, widget value or CTA id)."""
+    payload = turn.get("event_payload") or {}
+    aid = payload.get("action_id")
+    text = payload_text(payload)
+    return _slot_updates(turn.get("event_type") or "user_message", payload, aid if isinstance(aid, str) else "",
+                         text, text.lower(), turn.get("slot_state") or {})
+
+
 def _refusal(turn: dict[str, Any], text: str, low: str, merged: dict[str, Any]) -> tuple[str, str] | None:
     if _CARD.search(text) or _PASSPORT.search(text):
         return "error", "pii_redacted"
@@ -169,12 +179,7 @@ def _route(
 ) -> tuple[str | None, dict[str, Any] | None, str]:
     cta = et == "user_widget_cta_click"
     region = merged.get("region") or {}
-    code = _get(region, "city_code") or ""
     label = _get(region, "label") or ""
-    party = merged.get("party") or {}
-    adults = party.get("adults", 1) if isinstance(party, dict) else 1
-    ci = merged.get("check_in_date")
-    co = merged.get("check_out_date")
     pf = merged.get("picked_flight_offer_id")
     ph = merged.get("picked_hotel_id")
     fsr = merged.get("flight_search_results")
@@ -188,44 +193,27 @@ def _route(
     old_region = slot.get("region")
     restated = bool(new_region and old_region and _get(new_region, "city_code") != _get(old_region, "city_code"))
 
-    def flights() -> tuple[str, dict[str, Any], str]:
-        return R.TOOL_FLIGHTS, {"origin": R.FLIGHT_ORIGIN, "destination": code, "departure_date": ci,
-                                "adults": adults, "cabin_class": R.CABIN_CLASS}, "show_flights"
-
-    def places(query: str, n: int) -> tuple[str, dict[str, Any], str]:
-        return R.TOOL_PLACES, {"query": query, "max_results": n}, "show_places"
-
     if _any(R.REFERENCE_WORDS, low):
         return None, None, "summarize"
     if merged.get("trip_confirmed"):
         return None, None, "trip_map"
     if region:
         if _any(R.TRANSFER_WORDS, low):
-            return R.TOOL_TRANSFERS, {"from_type": "IATA", "from_code": code, "to_type": "ATLAS", "outbound": ci,
-                                      "adults": adults}, "show_transfers"
+            return (*T.transfers(merged), "show_transfers")
         if _any(R.HOTEL_WORDS, low):
-            rooms = (party.get("rooms") if isinstance(party, dict) else None) or 1
-            children = len((party.get("children") if isinstance(party, dict) else None) or [])
-            return R.TOOL_HOTELS, {"city": label, "city_code": code, "check_in": ci, "check_out": co,
-                                   "adults": adults, "rooms": rooms, "children": children,
-                                   "radius": R.HOTEL_RADIUS}, "show_hotels"
+            return (*T.hotels(merged), "show_hotels")
         if poi and not activities:
-            return places(text or label, R.PLACES_POINTS_OF_INTEREST)
+            return (*T.places(text or label, R.PLACES_POINTS_OF_INTEREST), "show_places")
         if activities:
-            return R.TOOL_ACTIVITIES, {"destination": code, "from": ci, "to": co, "language": R.ACTIVITY_LANGUAGE,
-                                       "adults": adults}, "show_activities"
+            return (*T.activities(merged), "show_activities")
         if _any(R.FLIGHT_WORDS, low):
-            return flights()
+            return (*T.flights(merged), "show_flights")
     if ph and not order and (merged.get("picked_hotel_rate_key") or _any(R.ROOM_SELECTION_WORDS, low)):
         return None, None, "hotel_confirmation"
     if ph and order:
-        return R.TOOL_BOOK_HOTEL, {"rate_key": merged.get("picked_hotel_rate_key") or "",
-                                   "holder_name": R.HOLDER_NAME, "holder_surname": R.HOLDER_SURNAME,
-                                   "adults": adults}, "hotel_confirmation"
+        return (*T.book_hotel(merged), "hotel_confirmation")
     if pf and order and not merged.get("order_id"):
-        return R.TOOL_ORDER, {"offer_id": pf,
-                              "passengers": [{"given_name": R.HOLDER_NAME, "family_name": R.HOLDER_SURNAME}],
-                              "duffel_env": turn.get("duffel_env") or R.DEFAULT_DUFFEL_ENV}, "order_confirmation"
+        return (*T.create_order(turn, merged), "order_confirmation")
     if merged.get("order_id") and _any(R.VIEW_ORDER_WORDS, low):
         return None, None, "order_detail"
     if pf and (R.DETAIL_WORD in low or aid.startswith(R.VIEW_OFFER_PREFIX)):
@@ -239,14 +227,14 @@ def _route(
     if hsr and _any(R.HOTEL_FILTER_WORDS, low):
         return None, None, "show_hotels"
     if fsr and not restated and _any(R.RESEARCH_WORDS, low):
-        return flights()
+        return (*T.flights(merged), "show_flights")
     if poi and not region:
-        return places(text, R.PLACES_POINTS_OF_INTEREST)
+        return (*T.places(text, R.PLACES_POINTS_OF_INTEREST), "show_places")
     if region and (not seen or restated):
-        return places(label, R.PLACES_RESOLVE_REGION)
-    ready = bool(region and ci and party)
+        return (*T.places(label, R.PLACES_RESOLVE_REGION), "show_places")
+    ready = bool(region and merged.get("check_in_date") and merged.get("party"))
     if ready and not fsr:
-        return flights()
+        return (*T.flights(merged), "show_flights")
     if not ready:
         return None, None, "collect_missing"
     if pf and ph:

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import ValidationError
 
 from adapters.base import Adapter, AdapterUnavailableError, Generation, GenerationRequest
+from adapters.models import ModelPackage, model_package
 from engines.base import Engine, EngineError, PassOutput
-from engines.slm import grammars, prompts
+from engines.slm import extract_plan, grammars, prompts
 
 if TYPE_CHECKING:
     from server.config import SlmSettings
@@ -40,21 +41,49 @@ def parse_document(text: str) -> Any:
         return None
 
 
+def effective_settings(settings: SlmSettings, package: ModelPackage | None) -> SlmSettings:
+    """The settings a model package implies: its base model, its LoRA, its extract mode and prompt style.
+
+    Explicit settings win: a LoRA set by the operator replaces the package's, and ``extract_mode`` /
+    ``prompt_style`` other than ``auto`` are kept. Without a package, ``auto`` means ``full`` /
+    ``fewshot`` (an untrained model needs the whole contract and examples in its prompt).
+    """
+    update: dict[str, Any] = {}
+    if package is not None:
+        update["model"] = package.base
+        if package.weights == "lora" and not (settings.lora or settings.lora_extract or settings.lora_render):
+            update["lora"] = str(package.path)
+    if settings.extract_mode == "auto":
+        update["extract_mode"] = package.setting("extract_mode", "full") if package else "full"
+    if settings.prompt_style == "auto":
+        update["prompt_style"] = package.setting("prompt_style", "fewshot") if package else "fewshot"
+    return settings.model_copy(update=update)
+
+
 class SlmEngine(Engine):
     name: ClassVar[str] = "slm"
     constrained = True
 
     def __init__(self, settings: SlmSettings, adapter: Adapter | None = None) -> None:
-        self.settings = settings
+        self._package_error: str | None = None
+        self.package = None
+        try:
+            self.package = model_package(settings.model)
+        except (OSError, ValueError) as exc:
+            self._package_error = str(exc)
+        self.requested = settings
+        self.settings = effective_settings(settings, self.package)
         self._adapter: Adapter | None = adapter
         self.adapter = adapter.name if adapter is not None else settings.adapter
-        self.model = settings.model
+        self.model = self.package.name if self.package is not None else settings.model
         self._ready = False
         self._reason = "not started"
         self._start_lock = asyncio.Lock()
         self.grammar_compile_seconds: dict[str, float] = {}
         self.load_seconds: float | None = None
-        self.render_grammar = grammars.render_key(settings.render_mode)
+        self.render_grammar = grammars.render_key(self.settings.render_mode)
+        self.extract_grammar = grammars.extract_key(self.settings.extract_mode)
+        self.prompt_style = self.settings.prompt_style
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -72,19 +101,23 @@ class SlmEngine(Engine):
             if self._ready:
                 return
             started = time.perf_counter()
+            if self._package_error is not None:
+                self._reason = f"unavailable: {self._package_error}"
+                log.error("slm engine unavailable: %s", self._package_error)
+                return
             try:
                 if self._adapter is None:
                     from adapters.select import build_adapter
 
                     self._reason = "building the adapter"
-                    self._adapter = await asyncio.to_thread(build_adapter, self.settings)
+                    self._adapter = await asyncio.to_thread(build_adapter, self.settings, **self._adapter_overrides())
                 self.adapter = self._adapter.name
                 self._reason = f"loading model {self.settings.model!r} on adapter {self.adapter}"
                 await self._adapter.load()
                 self.model = self._adapter.model_id
                 self._reason = "compiling grammars"
                 self.grammar_compile_seconds = await self._adapter.prepare(
-                    grammars.schema_texts(self.settings.render_mode)
+                    grammars.schema_texts(self.settings.render_mode, self.settings.extract_mode)
                 )
             except AdapterUnavailableError as exc:
                 self._reason = f"unavailable: {exc}"
@@ -100,6 +133,18 @@ class SlmEngine(Engine):
             log.info("slm engine ready: adapter=%s model=%s in %.1f s, grammars %s", self.adapter, self.model,
                      self.load_seconds, {k: round(v, 3) for k, v in self.grammar_compile_seconds.items()})
 
+    def _adapter_overrides(self) -> dict[str, Any]:
+        """A LoRA package on transformers: merge the adapter into the weights at load (no per-step cost)."""
+        pkg = self.package
+        if pkg is None or pkg.weights != "lora" or self.settings.lora != str(pkg.path):
+            return {}
+        from adapters.select import choose_adapter
+
+        if choose_adapter(self.settings.adapter) != "transformers":
+            return {}
+        self.settings = self.settings.model_copy(update={"lora": None})
+        return {"merge_lora": str(pkg.path), "model_name": pkg.name}
+
     async def aclose(self) -> None:
         self._ready = False
         self._reason = "closed"
@@ -107,7 +152,8 @@ class SlmEngine(Engine):
             await self._adapter.close()
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "render_mode": self.settings.render_mode, "ready": self._ready}
+        return {**super().describe(), "render_mode": self.settings.render_mode,
+                "extract_mode": self.settings.extract_mode, "prompt_style": self.prompt_style, "ready": self._ready}
 
     # --- passes ------------------------------------------------------------------------------------
 
@@ -137,18 +183,30 @@ class SlmEngine(Engine):
         }
 
     async def extract(self, turn: dict[str, Any]) -> PassOutput:
-        gen = await self._generate("extract", grammars.EXTRACT, prompts.extract_messages(turn))
+        plan_mode = self.extract_grammar == grammars.EXTRACT_PLAN
+        messages = prompts.extract_messages(turn, self.prompt_style, plan=plan_mode)
+        gen = await self._generate("extract", self.extract_grammar, messages)
+        document = parse_document(gen.text)
+        extra = self._stats(gen, self.extract_grammar)
+        if plan_mode and gen.finish_reason != "length" and isinstance(document, dict):
+            try:
+                plan = extract_plan.plan_model().model_validate(document, strict=True)
+            except ValidationError:
+                plan = None
+            if plan is not None:  # an invalid plan stays as it is: the fallback layer refuses it
+                extra["plan"] = document
+                document = extract_plan.realise(turn, plan.model_dump(exclude_none=True))
         return PassOutput(
-            document=parse_document(gen.text), finish_reason=gen.finish_reason, prompt_tokens=gen.prompt_tokens,
+            document=document, finish_reason=gen.finish_reason, prompt_tokens=gen.prompt_tokens,
             completion_tokens=gen.completion_tokens, time_to_first_token_s=gen.time_to_first_token_s,
-            text=gen.text, extra=self._stats(gen, grammars.EXTRACT),
+            text=gen.text, extra=extra,
         )
 
     async def render(
         self, turn: dict[str, Any], extraction: dict[str, Any], tool_summary: dict[str, Any]
     ) -> PassOutput:
         full = self.settings.render_mode == "full"
-        messages = prompts.render_messages(turn, extraction, tool_summary, full=full)
+        messages = prompts.render_messages(turn, extraction, tool_summary, full=full, style=self.prompt_style)
         gen = await self._generate("render", self.render_grammar, messages)
         document = parse_document(gen.text)
         extra = self._stats(gen, self.render_grammar)

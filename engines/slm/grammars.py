@@ -5,6 +5,9 @@
   cannot express: ``render_intent.missing`` is a model validator (canonical order, no repeats),
   so its array schema is replaced by the enumeration of the ordered subsets of
   :data:`contracts.vocab.MISSING_VALUES`.
+- ``extract_plan`` (``extract_mode=plan``): the small decision document of
+  :mod:`engines.slm.extract_plan` (kind first, then slot values read from the text); the engine
+  derives the contract document from it.
 - ``render_plan`` (``render_mode=plan``): ``{"bot_message": <one of BOT_MESSAGES>, "widgets":
   [{"widget_type": <one of PLAN_WIDGET_TYPES>, "variant": <one of VARIANTS>}] (1-2)}``; the engine
   assembles the envelopes with the deterministic assembler.
@@ -29,12 +32,18 @@ from contracts.extract import ExtractOutput
 from contracts.vocab import MISSING_VALUES
 
 EXTRACT = "extract"
+EXTRACT_PLAN = "extract_plan"
 RENDER_PLAN = "render_plan"
 RENDER_FULL = "render_full"
 
 
 def render_key(render_mode: str) -> str:
     return RENDER_PLAN if render_mode == "plan" else RENDER_FULL
+
+
+def extract_key(extract_mode: str) -> str:
+    """``plan``: the model writes an :mod:`engines.slm.extract_plan` document; ``full``: the contract document."""
+    return EXTRACT_PLAN if extract_mode == "plan" else EXTRACT
 
 
 def _ordered_subsets(values: tuple[str, ...]) -> list[list[str]]:
@@ -118,6 +127,10 @@ def full_schema() -> dict[str, Any]:
 def schema_for(key: str) -> dict[str, Any]:
     if key == EXTRACT:
         return copy.deepcopy(extract_schema())
+    if key == EXTRACT_PLAN:
+        from engines.slm.extract_plan import plan_schema as extract_plan_schema
+
+        return copy.deepcopy(extract_plan_schema())
     if key == RENDER_PLAN:
         return copy.deepcopy(plan_schema())
     if key == RENDER_FULL:
@@ -139,7 +152,7 @@ def as_decoded(node: Any, parent: str | None = None) -> Any:
     return node
 
 
-def schema_texts(render_mode: str) -> dict[str, str]:
+def schema_texts(render_mode: str, extract_mode: str = "full") -> dict[str, str]:
     """The grammars one engine needs, as JSON Schema text keyed by grammar name."""
-    keys = (EXTRACT, render_key(render_mode))
+    keys = (extract_key(extract_mode), render_key(render_mode))
     return {key: json.dumps(as_decoded(schema_for(key)), separators=(",", ":"), sort_keys=False) for key in keys}

@@ -23,7 +23,9 @@ SEEN_KEYS: dict[str, str] = {
     "places_seen": "places", "flight_search_results": "flights", "hotel_search_results": "hotels",
 }
 REGION_KEYS: tuple[str, ...] = ("label", "city_code", "country_code", "kind", "scope")
-DATA_LISTS: tuple[str, ...] = ("places", "offers", "hotels")
+DATA_LISTS: tuple[str, ...] = ("places", "offers", "hotels", "activities", "transfers")
+DATA_OBJECTS: tuple[str, ...] = ("order", "hotel_booking")
+PROMPT_STYLES: tuple[str, ...] = ("fewshot", "compact")
 
 
 def compact(obj: Any) -> str:
@@ -82,7 +84,7 @@ def extract_input(turn: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_input(turn: dict[str, Any], extraction: dict[str, Any], tool_summary: dict[str, Any]) -> dict[str, Any]:
-    """The render pass input: the render intent and first tool, the tool result's status and counts."""
+    """The render pass input: the render intent and first tool, the tool result's status and card counts."""
     doc: dict[str, Any] = {"event": turn.get("event_type") or "user_message"}
     intent = extraction.get("render_intent") if isinstance(extraction, dict) else None
     doc["intent"] = intent if isinstance(intent, dict) else {"kind": "summarize"}
@@ -95,9 +97,52 @@ def render_input(turn: dict[str, Any], extraction: dict[str, Any], tool_summary:
     for key in DATA_LISTS:
         if isinstance(data.get(key), list):
             result[key] = len(data[key])
+    for key in DATA_OBJECTS:
+        if isinstance(data.get(key), dict):
+            result[key] = True
     if data.get("order_id"):
         result["order"] = True
     doc["result"] = result
+    return doc
+
+
+# --- compact inputs (prompt_style=compact): what the trained model reads, in the fewest tokens ------------
+
+#: slot -> how a compact prompt names its presence (the region also carries its city code).
+COMPACT_SLOTS: tuple[tuple[str, str], ...] = (
+    ("check_in_date", "dates"), ("party", "party"), ("places_seen", "places_seen"),
+    ("flight_search_results", "flights_seen"), ("picked_flight_offer_id", "flight_picked"), ("order_id", "ordered"),
+    ("hotel_search_results", "hotels_seen"), ("picked_hotel_id", "hotel_picked"),
+    ("picked_hotel_rate_key", "rate_key"), ("trip_confirmed", "confirmed"),
+)
+
+
+def extract_input_compact(turn: dict[str, Any]) -> dict[str, Any]:
+    """The extract input of a trained model: the event, its text/value/action, and which slots are set."""
+    doc = extract_input(turn)
+    slot = turn.get("slot_state") if isinstance(turn.get("slot_state"), dict) else {}
+    have: list[str] = []
+    region = slot.get("region")
+    if region:
+        code = region.get("city_code") if isinstance(region, dict) else None
+        have.append(f"region:{code}" if isinstance(code, str) and code else "region")
+    have.extend(name for key, name in COMPACT_SLOTS if _truthy(slot.get(key)))
+    doc.pop("slots", None)
+    doc.pop("duffel_env", None)  # copied into create_order by code, never decided by the model
+    if have:
+        doc["slots"] = have
+    return doc
+
+
+def render_input_compact(turn: dict[str, Any], extraction: dict[str, Any], tool_summary: dict[str, Any]) -> dict:
+    """The render input of a trained model: intent, tool result status and card counts; short tool names."""
+    doc = render_input(turn, extraction, tool_summary)
+    doc.pop("event", None)
+    request = doc.pop("request", None)
+    result = doc.pop("result")
+    tool = result.pop("tool") or request or ""
+    doc["tool"] = tool.removeprefix("mcp/")
+    doc.update(result)
     return doc
 
 
@@ -187,19 +232,37 @@ def render_system_prompt() -> str:
     return "\n".join(lines)
 
 
-def extract_messages(turn: dict[str, Any]) -> list[dict[str, str]]:
+# Compact prompts: for a model trained on this task (``prompt_style=compact``); no examples, so the
+# prompt is short and the same text is used at training and at serving time (:func:`completion`).
+EXTRACT_COMPACT_PLAN = "travel-slm extract: answer the turn's plan as JSON."
+EXTRACT_COMPACT_FULL = "travel-slm extract: answer the turn's extraction as JSON."
+RENDER_COMPACT = "travel-slm render: answer the reply plan as JSON."
+
+
+def extract_messages(turn: dict[str, Any], style: str = "fewshot", *, plan: bool = False) -> list[dict[str, str]]:
+    """The extract pass prompt; ``style=compact`` for a trained model (``plan`` picks its instruction)."""
+    if style == "compact":
+        system = EXTRACT_COMPACT_PLAN if plan else EXTRACT_COMPACT_FULL
+        return [{"role": "system", "content": system}, {"role": "user", "content": compact(extract_input_compact(turn))}]
     return [{"role": "system", "content": extract_system_prompt()},
             {"role": "user", "content": compact(extract_input(turn))}]
 
 
 def render_messages(
-    turn: dict[str, Any], extraction: dict[str, Any], tool_summary: dict[str, Any], *, full: bool = False
+    turn: dict[str, Any], extraction: dict[str, Any], tool_summary: dict[str, Any], *, full: bool = False,
+    style: str = "fewshot",
 ) -> list[dict[str, str]]:
-    system = render_system_prompt()
+    system = RENDER_COMPACT if style == "compact" else render_system_prompt()
     if full:
         system += ("\nWrite every widget as a whole envelope {schema_version:1, widget_type, variant, payload}, "
                    "payload items copied from the tool result.")
         user = {**render_input(turn, extraction, tool_summary), "data": (tool_summary or {}).get("data") or {}}
         return [{"role": "system", "content": system}, {"role": "user", "content": compact(user)}]
+    read = render_input_compact if style == "compact" else render_input
     return [{"role": "system", "content": system},
-            {"role": "user", "content": compact(render_input(turn, extraction, tool_summary))}]
+            {"role": "user", "content": compact(read(turn, extraction, tool_summary))}]
+
+
+def completion(document: dict[str, Any]) -> str:
+    """The text a model is trained to write for ``document``: compact JSON in the grammar's key order."""
+    return compact(document)
