@@ -233,7 +233,7 @@ def train(data: Path, out: Path, *, base: str = "bundled", method: str = "lora",
         state["losses"].append(round(float(loss.detach()), 4))
         state["train_seconds"] = time.perf_counter() - t_train
         pbar.update(1)
-        pbar.set_postfix(loss=f"{state["losses"][-1]:.3f}", tok_s=f"{state['tokens'] / max(state['train_seconds'], 1e-9):.0f}")
+        pbar.set_postfix(loss=f"{state['losses'][-1]:.3f}", tok_s=f"{state['tokens'] / max(state['train_seconds'], 1e-9):.0f}")
         if state["step"] in eval_at:
             scores = constrained_exact(model, tokenizer, val_sample)
             score = (scores["extract_exact"] + scores["render_exact"]) / 2
