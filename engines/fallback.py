@@ -28,7 +28,9 @@ log = logging.getLogger("travel_slm.fallback")
 class CircuitBreaker:
     """Closed -> open after ``threshold`` consecutive failures; half-open after ``cooldown_s``.
 
-    In half-open state one trial call is let through: success closes, failure re-opens.
+    In half-open state one trial call is let through: success closes, failure re-opens, and a call that
+    ends without a verdict (cancelled, or failed for a reason that is not the engine's, see
+    :meth:`release`) hands the trial to the next call instead of leaving the breaker open for good.
     """
 
     def __init__(self, threshold: int = 3, cooldown_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
@@ -57,6 +59,10 @@ class CircuitBreaker:
     def record_success(self) -> None:
         self._failures = 0
         self._opened_at = None
+        self._trial_in_flight = False
+
+    def release(self) -> None:
+        """The allowed call ended without saying anything about the engine: no failure, no success."""
         self._trial_in_flight = False
 
     def record_failure(self) -> None:
@@ -209,6 +215,7 @@ class PassRunner:
         else:
             timeout_ms = self.timeouts_ms.get((engine_name, pass_name))
             by_deadline = False
+            engine_fault = True  # whether a failure says something about the engine (counts toward the breaker)
             if deadline is not None:
                 left_ms = (deadline - time.monotonic()) * 1000.0
                 if timeout_ms is None or left_ms < timeout_ms:
@@ -224,7 +231,12 @@ class PassRunner:
                     if by_deadline else f"{engine_name} {pass_name} exceeded {timeout_ms:.0f} ms")
             except EngineError as exc:
                 reason, error = exc.reason, exc.message
+                # e.g. the openai engine's ClientInputError: the request could not be sent as given, or the
+                # upstream refused it with a 4xx: the caller's input, not an upstream failure
+                engine_fault = bool(getattr(exc, "counts_toward_breaker", True))
             except asyncio.CancelledError:
+                if breaker is not None:
+                    breaker.release()
                 raise
             except Exception as exc:
                 reason, error = "error", f"{type(exc).__name__}: {exc}"
@@ -240,8 +252,10 @@ class PassRunner:
             if breaker is not None:
                 if reason is None:
                     breaker.record_success()
-                elif reason not in ("unavailable", "circuit_open"):
+                elif reason not in ("unavailable", "circuit_open") and engine_fault:
                     breaker.record_failure()
+                else:
+                    breaker.release()
 
         if reason is None and out is not None:
             return Served(pass_name, out.document, engine_name, adapter, model, engine_document=out.document,

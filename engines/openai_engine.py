@@ -25,7 +25,21 @@ import httpx
 from pydantic import BaseModel, Field, create_model
 
 from engines.base import Engine, EngineError, PassOutput
+from engines.shadow.redact import json_bytes
 from server.config import OpenAISettings
+
+#: upstream statuses that mean "this request", not "this upstream": they never count toward the breaker
+#: (LiteLLM's cooldowns count 401, 404, 408, 429 and 5xx, not these)
+CLIENT_STATUSES = frozenset({400, 413, 415, 422})
+#: default cap on one upstream answer (bytes); a longer answer is cut there and falls back as ``truncated``
+DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
+
+
+class ClientInputError(EngineError):
+    """The pass failed because of the caller's input (it could not be sent, or the upstream refused it with
+    a 4xx), not because of the upstream: a fallback, but never a failure of the circuit breaker."""
+
+    counts_toward_breaker = False
 
 # --- contract schemas --------------------------------------------------------------------------------
 
@@ -371,31 +385,63 @@ class OpenAIEngine(Engine):
     def _scrub(self, text: str) -> str:
         if self._api_key:
             text = text.replace(self._api_key, "[REDACTED]")
+            # an upstream may echo part of the key (e.g. "Incorrect API key provided: sk-abc...wxyz"):
+            # redact every long enough run of it too
+            key = self._api_key
+            for size in (12, 8):
+                if len(key) >= size:
+                    for start in range(0, len(key) - size + 1):
+                        piece = key[start:start + size]
+                        if piece in text:
+                            text = text.replace(piece, "[REDACTED]")
         return text[:300]
+
+    def max_response_bytes(self) -> int:
+        cap = getattr(self.settings, "max_response_bytes", None)
+        return int(cap) if isinstance(cap, int) and cap > 0 else DEFAULT_MAX_RESPONSE_BYTES
+
+    async def _post(self, payload: bytes, timeout_s: float) -> tuple[int, bytes]:
+        """POST the request; read at most ``max_response_bytes`` of the answer (streamed, never more)."""
+        assert self._client is not None
+        cap = self.max_response_bytes()
+        chunks: list[bytes] = []
+        size = 0
+        async with self._client.stream("POST", "chat/completions", content=payload, timeout=timeout_s,
+                                       headers={"Content-Type": "application/json"}) as response:
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > cap:
+                    raise EngineError("truncated", f"upstream answer exceeds the cap of {cap} bytes")
+                chunks.append(chunk)
+            return response.status_code, b"".join(chunks)
 
     async def _complete(self, pass_: str, user_content: dict[str, Any]) -> PassOutput:
         if self._client is None:
             raise EngineError("unavailable", "openai engine not started")
         timeout_s = self.settings.timeout_ms(pass_) / 1000.0
+        try:  # any JSON the caller sent (lone surrogates included) can be sent on: escaped, never an error
+            payload = json_bytes(self.request_body(pass_, user_content))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ClientInputError("error", f"the pass input cannot be sent upstream: {type(exc).__name__}") from None
         started = time.perf_counter()
         try:
-            response = await self._client.post("chat/completions", json=self.request_body(pass_, user_content),
-                                               timeout=timeout_s)
+            status, raw = await self._post(payload, timeout_s)
         except httpx.TimeoutException:
             raise EngineError("timeout", f"upstream did not answer within {timeout_s * 1000:.0f} ms") from None
         except httpx.HTTPError as exc:
             raise EngineError("error", self._scrub(f"upstream unreachable: {type(exc).__name__}")) from None
         extra_ms = round((time.perf_counter() - started) * 1000.0, 1)
-        if response.status_code >= 400:
+        if status >= 400:
             message = ""
             try:
-                err = response.json().get("error")
+                err = json.loads(raw).get("error")
                 message = str(err.get("message", "")) if isinstance(err, dict) else ""
             except (ValueError, AttributeError):
                 pass
-            raise EngineError("error", self._scrub(f"upstream HTTP {response.status_code}: {message}"))
+            error_class = ClientInputError if status in CLIENT_STATUSES else EngineError
+            raise error_class("error", self._scrub(f"upstream HTTP {status}: {message}"))
         try:
-            body = response.json()
+            body = json.loads(raw)
             choice = body["choices"][0]
             message_obj = choice["message"]
             content = message_obj.get("content")

@@ -305,6 +305,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         redoc_url=None,
         strict_content_type=False,
+        default_response_class=errors.JSONResponse,
     )
     app.state.settings = settings
     app.state.metrics = metrics

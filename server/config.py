@@ -89,6 +89,8 @@ class OpenAISettings(BaseModel):
                                            "(none: the upstream's default). A stop at the cap is a "
                                            "'truncated' fallback.")
     max_tokens_render: int | None = Field(default=None, ge=1)
+    max_response_bytes: int = Field(default=1024 * 1024, ge=1024, description="Cap on one upstream answer, "
+                                    "read as a stream: beyond it the pass falls back as 'truncated'.")
 
     def max_tokens(self, pass_: str) -> int | None:
         return self.max_tokens_extract if pass_ == "extract" else self.max_tokens_render
@@ -128,7 +130,9 @@ class ShadowSettings(BaseModel):
     max_inflight: int = Field(default=32, ge=1)
     store: str = "sqlite:///shadow.db"
     retention_days: float | None = Field(default=30.0, description="Delete records older than this.")
-    retention_max_rows: int | None = Field(default=1_000_000, description="Keep at most this many records.")
+    retention_max_rows: int | None = Field(default=250_000, description="Keep at most this many records "
+                                           "(about 3 KB each: 250,000 fit the 2 Gi store volume with room for the "
+                                           "WAL and free pages).")
     min_turns_per_class: int = Field(default=500, ge=1)
 
     @field_validator("passes", mode="before")

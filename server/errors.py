@@ -17,13 +17,22 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse as _StarletteJSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engines.shadow.redact import redact_text
+from engines.shadow.redact import json_bytes, redact_text
 
 log = logging.getLogger("travel_slm.errors")
+
+
+class JSONResponse(_StarletteJSONResponse):
+    """Every JSON body of the service: UTF-8 whatever the text holds. A lone surrogate that a client sent
+    (``"\\ud800"``, half an emoji) and that an answer echoes is written back as the same ``\\ud800``
+    escape, instead of failing the response with a 500 (issue 11, finding 1)."""
+
+    def render(self, content: Any) -> bytes:
+        return json_bytes(content)
 
 _OPENAI_TYPES = {401: "invalid_request_error", 500: "server_error", 503: "server_error"}
 _DEFAULT_CODES = {400: "invalid_request", 401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed",

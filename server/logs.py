@@ -7,7 +7,6 @@ replaces the configured secrets (``TRAVEL_SLM_API_KEY``, ``OPENAI_API_KEY``) sho
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -15,9 +14,12 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from engines.shadow.redact import json_line
+
 #: attributes every LogRecord has; anything else passed through ``extra=`` becomes a JSON field.
 _STANDARD = frozenset(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {"message", "asctime", "taskName"}
 _MAX_FIELD = 2000
+_MAX_TRACEBACK = 8000
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,18 +39,27 @@ class JsonFormatter(logging.Formatter):
                 continue
             entry[key] = value if isinstance(value, int | float | bool) or value is None else _clip(value)
         if record.exc_info:
-            entry["exc"] = _clip(self.formatException(record.exc_info), 8000)
-        line = json.dumps(entry, ensure_ascii=False, default=str)
+            # the end of a traceback is the error line itself: keep it, cut the middle if anything
+            entry["exc"] = _clip_middle(self.formatException(record.exc_info), _MAX_TRACEBACK)
+        line = json_line(entry)  # a lone surrogate anywhere is escaped, never a logging error
         for secret in self.secrets:
             line = line.replace(secret, "[REDACTED]")
         return line
+
+
+def _clip_middle(text: str, limit: int) -> str:
+    """``text`` within ``limit`` characters: its start and its end (where a traceback names the error)."""
+    if len(text) <= limit:
+        return text
+    head = limit // 4
+    return text[:head] + f"\n... [{len(text) - limit} characters cut] ...\n" + text[-(limit - head):]
 
 
 def _clip(value: Any, limit: int = _MAX_FIELD) -> Any:
     if isinstance(value, str):
         return value if len(value) <= limit else value[:limit] + "..."
     if isinstance(value, list | dict):
-        text = json.dumps(value, ensure_ascii=False, default=str)
+        text = json_line(value)
         return value if len(text) <= limit else text[:limit] + "..."
     return str(value)[:limit]
 

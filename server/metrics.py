@@ -42,6 +42,8 @@ FALLBACK_REASONS = frozenset(
 )
 NOTE_ACTIONS = frozenset({"mapped", "dropped", "defaulted"})
 SHADOW_OUTCOMES = frozenset({"compared", "fell_back", "dropped"})
+STORE_ERRORS = frozenset({"open", "write", "writer", "writer_restart", "retention"})
+LOSS_CAUSES = frozenset({"write_failed", "store_unavailable", "writer_error", "unserialisable"})
 HTTP_STATUSES = frozenset({"200", "400", "401", "404", "405", "413", "415", "422", "500", "503"})
 
 
@@ -113,6 +115,19 @@ class Metrics:
         self.shadow_durations = Histogram(
             PREFIX + "shadow_duration_seconds", "Wall time of one shadow run.", ["pass", "engine"],
             buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.shadow_store_errors = Counter(
+            PREFIX + "shadow_store_errors", "Shadow store faults by kind (open: the file cannot be opened; write: "
+            "a batch failed, e.g. a full disk; writer: the writer loop failed and reconnected; writer_restart: "
+            "the writer thread was found dead and restarted; retention).", ["kind"], registry=r,
+        )
+        self.shadow_records_lost = Counter(
+            PREFIX + "shadow_records_lost", "Finished shadow runs whose record could not be stored, by cause.",
+            ["pass", "cause"], registry=r,
+        )
+        self.shadow_store_up_gauge = Gauge(
+            PREFIX + "shadow_store_up", "1 while the shadow store takes writes, 0 after a fault until it recovers.",
+            registry=r,
         )
         self._lock = threading.Lock()
 
@@ -189,6 +204,15 @@ class Metrics:
 
     def shadow_duration(self, pass_: str, engine: str, seconds: float) -> None:
         self.shadow_durations.labels(_bounded(pass_, PASSES), _bounded(engine, ENGINES)).observe(max(seconds, 0.0))
+
+    def shadow_store_error(self, kind: str) -> None:
+        self.shadow_store_errors.labels(_bounded(kind, STORE_ERRORS)).inc()
+
+    def shadow_lost(self, pass_: str, cause: str, n: int) -> None:
+        self.shadow_records_lost.labels(_bounded(pass_, PASSES), _bounded(cause, LOSS_CAUSES)).inc(max(n, 0))
+
+    def shadow_store_up(self, up: bool) -> None:
+        self.shadow_store_up_gauge.set(1.0 if up else 0.0)
 
     # --- exposition and summaries -------------------------------------------------------------------
 

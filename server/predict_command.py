@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from contracts.planner import ExtractionShapeError, Notes, normalise_extraction, normalise_tool_summary
 from contracts.turn import RenderRequest
+from engines.shadow.redact import json_line
 
 if TYPE_CHECKING:
     from engines.fallback import Served
@@ -118,7 +119,7 @@ def _command(args: argparse.Namespace) -> int:
               + (f": {detail}" if detail else ""), file=sys.stderr)
         if settings.fallback.serve == "error":
             return 1
-    print(json.dumps(served.document, ensure_ascii=False))
+    print(json_line(served.document))
     return 0
 
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.planner import Notes
@@ -26,7 +26,8 @@ from contracts.turn import RenderRequest, Turn
 from contracts.vocab import CONTRACT_VERSION
 from engines.fallback import Served
 from engines.openai_engine import schema_matches_contract
-from server.errors import FALLBACK_503, OPENAI_ERRORS, ApiError, validation_error
+from engines.shadow.redact import json_bytes, json_line
+from server.errors import FALLBACK_503, OPENAI_ERRORS, ApiError, JSONResponse, validation_error
 from server.routes_planner import (
     XEngine,
     XTimeout,
@@ -238,7 +239,7 @@ def usage(body: ChatCompletionRequest, served: Served, content: str) -> dict[str
 
 
 def _sse(data: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n\n"
+    return b"data: " + json_bytes(data) + b"\n\n"
 
 
 # --- endpoints -------------------------------------------------------------------------------------------
@@ -298,7 +299,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, x_engi
         extra_headers = {"X-Tool-Summary-Source": answer.source}
         background = shadow_task(request, "render", answer.turn, served, answer.extraction, answer.tool_summary)
 
-    content = json.dumps(served.document, ensure_ascii=False, separators=(",", ":"))
+    content = json_line(served.document)  # lone surrogates escaped: the content always encodes
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     fp = fingerprint(served)

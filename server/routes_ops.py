@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from contracts.vocab import CONTRACT_VERSION
 from engines.fallback import PassRunner
-from server.errors import ErrorMessage
+from server.errors import ErrorMessage, JSONResponse
 
 router = APIRouter(tags=["operations"])
 
@@ -35,6 +34,10 @@ class Health(BaseModel):
     contract_version: str
     passes: dict[str, str]
     shadow: bool
+    shadow_store: dict[str, Any] | None = None
+    """With shadow mode on: the store's state (ok, failed: cannot be opened, degraded: a write failed),
+    its last error, and written / lost / write_errors / restarts counts. A store fault degrades shadow mode
+    only: ``ok`` stays true and the live passes keep serving."""
     engines: dict[str, EngineHealth]
 
 
@@ -66,7 +69,9 @@ async def healthz(request: Request) -> dict[str, Any]:
         engines[name] = {**_describe(runner, name), "ready": ready, "reason": reason,
                          "passes": [p for p, e in passes.items() if e == name], "circuit": circuit}
     live = _describe(runner, settings.extraction_engine)
-    return {"ok": True, "backend": settings.extraction_engine, "model": live["model"],
+    shadow = request.app.state.shadow
+    return {"shadow_store": shadow.store.health() if shadow is not None else None,
+            "ok": True, "backend": settings.extraction_engine, "model": live["model"],
             "constrained": live["constrained"], "domain": "travel", "contract_version": CONTRACT_VERSION,
             "passes": passes, "shadow": request.app.state.shadow is not None, "engines": engines}
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
@@ -36,6 +36,7 @@ from server.errors import (
     FALLBACK_503,
     PLANNER_ERRORS,
     ApiError,
+    JSONResponse,
     fallback_detail,
     fallback_error,
     field_errors,

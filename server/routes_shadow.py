@@ -19,9 +19,10 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from engines.agreement import FIELDS
+from server.errors import JSONResponse
 
 router = APIRouter(tags=["operations"])
 
@@ -235,7 +236,13 @@ async def shadow_report(
     except StoreURLError as exc:
         return JSONResponse({"detail": str(exc)}, status_code=500)
     turns = min_turns if min_turns is not None else settings.shadow.min_turns_per_class
-    report = await asyncio.to_thread(report_from_store, url, since=since_ts, min_turns_per_class=turns)
+    extra_lost = shadow.store.unpersisted_losses() if shadow is not None else None
+    lock = getattr(request.app.state, "report_lock", None)
+    if lock is None:
+        lock = request.app.state.report_lock = asyncio.Lock()
+    async with lock:  # one report at a time: concurrent calls wait instead of multiplying the cost
+        report = await asyncio.to_thread(report_from_store, url, since=since_ts, min_turns_per_class=turns,
+                                         extra_lost=extra_lost)
     if format == "html":
         return HTMLResponse(format_html(report))
     body = report.as_json()

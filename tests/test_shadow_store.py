@@ -123,20 +123,35 @@ def test_clean_shutdown_flushes_every_pending_record(tmp_path: Path) -> None:
     store.close()  # idempotent
 
 
+def _wait(cond, what: str, timeout: float = 30.0) -> None:
+    """Poll ``cond`` (a hang guard, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
 def test_full_queue_drops_and_counts_instead_of_growing(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/s.db"
     store = ShadowStore(url, queue_size=5)
-    # not started: simulate a stalled writer by filling the queue before the thread exists
-    store._thread = type("T", (), {"is_alive": lambda self: True})()  # queue accepts, nobody drains
-    results = [store.append(_record(i)) for i in range(20)]
-    assert results.count(True) == 5 and results.count(False) == 15
-    assert store.overflowed == 15 and store.pending == 5
-    # a real writer then drains the five and writes the overflow as drops
-    store._thread = None
     store.start()
+    _wait(lambda: store.state == "ok", "the store to open")
+    # stall the writer for real: another connection holds the write lock
+    blocker = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        assert store.append(_record(100))
+        _wait(lambda: store.pending == 0, "the writer to take the first record and block on the lock")
+        results = [store.append(_record(i)) for i in range(20)]
+        assert results.count(True) == 5 and results.count(False) == 15
+        assert store.overflowed == 15 and store.pending == 5
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    # the writer then drains the six and writes the overflow as drops
     store.close()
     contents = read_store(url)
-    assert len(contents.records) == 5
+    assert len(contents.records) == 6
     assert contents.drops == {"extract": 15}
 
 

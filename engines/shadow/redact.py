@@ -12,6 +12,7 @@ dict keys are redacted like values.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -64,3 +65,38 @@ TEXT_FIELDS: tuple[str, ...] = ("turn", "live_extract", "live_render", "shadow_e
 def redact_record(record: dict[str, Any]) -> dict[str, Any]:
     """A copy of a shadow record with every user-text field redacted."""
     return {k: (redact(v) if k in TEXT_FIELDS else v) for k, v in record.items()}
+
+
+# -- text that can always be written as UTF-8 ------------------------------------------------------
+
+def json_line(value: Any) -> str:
+    """``value`` as compact JSON text that always encodes to UTF-8.
+
+    A lone surrogate (``"\\ud800"`` in the request JSON, half an emoji from a JavaScript client) is a
+    valid Python ``str`` character that UTF-8 cannot encode: such text is written with ``\\uXXXX``
+    escapes instead (still the same JSON value), so no writer (SQLite, a log stream, an HTTP body)
+    ever fails on it. The common case costs one extra ``encode`` check.
+    """
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(value, ensure_ascii=True, separators=(",", ":"), default=str)
+    return text
+
+
+def json_bytes(value: Any) -> bytes:
+    """:func:`json_line` encoded as UTF-8 (an HTTP body, an upstream request)."""
+    return json_line(value).encode("utf-8")
+
+
+def utf8_safe(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD (for plain text that is not JSON)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE_RE.sub("\ufffd", text)
+    return text
+
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")

@@ -19,10 +19,13 @@ Definitions (also in the README):
 from __future__ import annotations
 
 import html
+import math
 import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,6 +72,7 @@ class PassSummary(BaseModel):
     compared: int
     fell_back: int
     dropped: int
+    lost: int = Field(default=0, description="records lost to store faults (a full disk, an unusable file)")
     fallback_reasons: dict[str, int]
     schema_valid: FieldRate
     agreement: dict[str, FieldRate]
@@ -113,6 +117,7 @@ class ShadowReport(BaseModel):
     since: str | None = None
     records: int
     drops: int
+    lost: int = 0
     passes: dict[str, PassSummary]
     classes: list[ClassSummary]
     gate: Gate
@@ -142,16 +147,6 @@ def _histogram(values: list[float]) -> list[int]:
     return counts
 
 
-def _agreement(records: list[dict[str, Any]], fields: Iterable[str]) -> dict[str, FieldRate]:
-    out: dict[str, FieldRate] = {}
-    for field in fields:
-        values = [r["agreement"][field] for r in records
-                  if isinstance(r.get("agreement"), dict) and isinstance(r["agreement"].get(field), bool)]
-        if values:
-            out[field] = _rate(sum(values), len(values))
-    return out
-
-
 def parse_since(value: str | None, now: float | None = None) -> float | None:
     """``24h``, ``7d``, ``30m``, ``90s`` (ago) or an ISO date/time -> epoch seconds."""
     if value is None or value == "":
@@ -173,55 +168,55 @@ def parse_since(value: str | None, now: float | None = None) -> float | None:
 # -- the report ------------------------------------------------------------------------------------
 
 
-def build_report(
-    records: Iterable[dict[str, Any]],
-    drops: dict[str, int] | None = None,
-    *,
-    min_turns_per_class: int = 500,
-    p95_target_ms: float = P95_TARGET_MS,
-    store: str | None = None,
-    since: float | None = None,
-) -> ShadowReport:
-    drops = drops or {}
-    by_pass: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for rec in records:
-        if isinstance(rec, dict) and rec.get("pass") in PASSES:
-            by_pass[rec["pass"]].append(rec)
+@dataclass
+class _Group:
+    """Counts over the records of one pass, or of one class of a pass."""
 
+    records: int = 0
+    fell_back: int = 0
+    with_doc: int = 0
+    schema_ok: int = 0
+    agree: dict[str, list[int]] = dc_field(default_factory=dict)  # field -> [match, total]
+
+    def agreement(self, fields: Iterable[str]) -> dict[str, FieldRate]:
+        return {f: _rate(*self.agree[f]) for f in fields if self.agree.get(f, [0, 0])[1]}
+
+
+@dataclass
+class _PassFigures:
+    group: _Group
+    reasons: dict[str, int]
+    live: LatencySummary
+    shadow: LatencySummary
+    live_hist: list[int]
+    shadow_hist: list[int]
+
+
+def _assemble(
+    figures: dict[str, _PassFigures], per_class: dict[str, dict[str, _Group]], drops: dict[str, int],
+    lost: dict[str, int], *, min_turns_per_class: int, p95_target_ms: float, store: str | None, since: float | None,
+) -> ShadowReport:
     passes: dict[str, PassSummary] = {}
     for p in PASSES:
-        recs = by_pass.get(p, [])
-        if not recs and not drops.get(p):
+        fig = figures.get(p)
+        if (fig is None or not fig.group.records) and not drops.get(p) and not lost.get(p):
             continue
-        fields = EXTRACT_FIELDS if p == "extract" else FIELDS
-        with_doc = [r for r in recs if r.get("shadow_extract" if p == "extract" else "shadow_render") is not None]
-        live = [float(r["live_latency_ms"]) for r in recs if isinstance(r.get("live_latency_ms"), int | float)]
-        shadow = [float(r["shadow_latency_ms"]) for r in recs if isinstance(r.get("shadow_latency_ms"), int | float)]
+        fig = fig or _PassFigures(_Group(), {}, _latency([]), _latency([]), _histogram([]), _histogram([]))
+        g = fig.group
         passes[p] = PassSummary(
-            records=len(recs),
-            compared=sum(1 for r in recs if not r.get("fell_back")),
-            fell_back=sum(1 for r in recs if r.get("fell_back")),
-            dropped=int(drops.get(p, 0)),
-            fallback_reasons=dict(sorted(Counter(str(r.get("fallback_reason") or "unknown")
-                                                 for r in recs if r.get("fell_back")).items())),
-            schema_valid=_rate(sum(1 for r in with_doc if r.get("schema_valid") is True), len(with_doc)),
-            agreement=_agreement(recs, fields),
-            live_latency_ms=_latency(live),
-            shadow_latency_ms=_latency(shadow),
-            latency_histogram=LatencyHistogram(edges_ms=list(LATENCY_EDGES_MS), live=_histogram(live),
-                                               shadow=_histogram(shadow)),
+            records=g.records, compared=g.records - g.fell_back, fell_back=g.fell_back, dropped=int(drops.get(p, 0)),
+            lost=int(lost.get(p, 0)), fallback_reasons=dict(sorted(fig.reasons.items())),
+            schema_valid=_rate(g.schema_ok, g.with_doc),
+            agreement=g.agreement(EXTRACT_FIELDS if p == "extract" else FIELDS),
+            live_latency_ms=fig.live, shadow_latency_ms=fig.shadow,
+            latency_histogram=LatencyHistogram(edges_ms=list(LATENCY_EDGES_MS), live=fig.live_hist,
+                                               shadow=fig.shadow_hist),
         )
-
     classes: list[ClassSummary] = []
     for p in PASSES:
-        per_class: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for r in by_pass.get(p, []):
-            per_class[str(r.get("class") or "unknown|none")].append(r)
-        for cls in sorted(per_class):
-            recs = per_class[cls]
-            classes.append(ClassSummary(pass_=p, class_=cls, records=len(recs),
-                                        agreement=_agreement(recs, EXTRACT_FIELDS if p == "extract" else FIELDS)))
-
+        for cls, g in sorted(per_class.get(p, {}).items()):
+            classes.append(ClassSummary(pass_=p, class_=cls, records=g.records,
+                                        agreement=g.agreement(EXTRACT_FIELDS if p == "extract" else FIELDS)))
     gate = evaluate_gate(passes, classes, min_turns_per_class=min_turns_per_class, p95_target_ms=p95_target_ms)
     return ShadowReport(
         generated_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -230,10 +225,63 @@ def build_report(
         .replace("+00:00", "Z"),
         records=sum(s.records for s in passes.values()),
         drops=sum(s.dropped for s in passes.values()),
+        lost=sum(s.lost for s in passes.values()),
         passes=passes,
         classes=classes,
         gate=gate,
     )
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def build_report(
+    records: Iterable[dict[str, Any]],
+    drops: dict[str, int] | None = None,
+    *,
+    lost: dict[str, int] | None = None,
+    min_turns_per_class: int = 500,
+    p95_target_ms: float = P95_TARGET_MS,
+    store: str | None = None,
+    since: float | None = None,
+) -> ShadowReport:
+    """The report over records in memory (tests, small sets); :func:`report_from_store` computes the same
+    report with SQL aggregates, in memory that does not grow with the number of records."""
+    groups: dict[str, _Group] = defaultdict(_Group)
+    per_class: dict[str, dict[str, _Group]] = defaultdict(lambda: defaultdict(_Group))
+    reasons: dict[str, Counter[str]] = defaultdict(Counter)
+    live: dict[str, list[float]] = defaultdict(list)
+    shadow: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        if not isinstance(r, dict) or r.get("pass") not in PASSES:
+            continue
+        p = r["pass"]
+        targets = (groups[p], per_class[p][str(r.get("class") or "unknown|none")])
+        agreement = r.get("agreement") if isinstance(r.get("agreement"), dict) else {}
+        for g in targets:
+            g.records += 1
+            if r.get("fell_back"):
+                g.fell_back += 1
+            if r.get("shadow_extract" if p == "extract" else "shadow_render") is not None:
+                g.with_doc += 1
+                g.schema_ok += r.get("schema_valid") is True
+            for f in FIELDS:
+                v = agreement.get(f)
+                if isinstance(v, bool):
+                    pair = g.agree.setdefault(f, [0, 0])
+                    pair[0] += v
+                    pair[1] += 1
+        if r.get("fell_back"):
+            reasons[p][str(r.get("fallback_reason") or "unknown")] += 1
+        for series, key in ((live, "live_latency_ms"), (shadow, "shadow_latency_ms")):
+            v = _number(r.get(key))
+            if v is not None:
+                series[p].append(v)
+    figures = {p: _PassFigures(groups[p], dict(reasons[p]), _latency(live[p]), _latency(shadow[p]),
+                               _histogram(live[p]), _histogram(shadow[p])) for p in groups}
+    return _assemble(figures, per_class, drops or {}, lost or {}, min_turns_per_class=min_turns_per_class,
+                     p95_target_ms=p95_target_ms, store=store, since=since)
 
 
 def field_owner(field: str, passes: dict[str, PassSummary]) -> str | None:
@@ -295,12 +343,92 @@ def evaluate_gate(
                 min_turns_per_class=min_turns_per_class, p95_target_ms=p95_target_ms)
 
 
-def report_from_store(url: str, *, since: float | None = None, min_turns_per_class: int = 500,
-                      p95_target_ms: float = P95_TARGET_MS) -> ShadowReport:
-    from engines.shadow.store import iter_records, read_drops
+def _sql_figures(conn: Any, since: float | None) -> tuple[dict[str, _PassFigures], dict[str, dict[str, _Group]]]:
+    """The report's counts and percentiles with SQL aggregates: no record is loaded into Python."""
+    from engines.shadow.store import AGREE_COLUMNS, report_columns
 
-    return build_report(iter_records(url, since), read_drops(url, since), min_turns_per_class=min_turns_per_class,
-                        p95_target_ms=p95_target_ms, store=url, since=since)
+    col = report_columns(conn)
+    where = "pass IN ('extract', 'render')" + ("" if since is None else " AND ts >= ?")
+    args: tuple[Any, ...] = () if since is None else (since,)
+    agree_sql = ", ".join(f"SUM({col[c]}), COUNT({col[c]})" for c in AGREE_COLUMNS.values())
+    per_class: dict[str, dict[str, _Group]] = defaultdict(dict)
+    groups: dict[str, _Group] = {}
+    sql = (f"SELECT pass, {col['class']} AS cls, COUNT(*), SUM({col['fell_back']}), SUM({col['has_doc']}), "
+           f"SUM({col['has_doc']} AND {col['schema_ok']}), {agree_sql} FROM shadow_records WHERE {where} "
+           "GROUP BY pass, cls")
+    for row in conn.execute(sql, args):
+        p, cls, n, fb, docs, ok = row[0], str(row[1]), int(row[2]), int(row[3] or 0), int(row[4] or 0), int(row[5] or 0)
+        g = _Group(records=n, fell_back=fb, with_doc=docs, schema_ok=ok)
+        for i, f in enumerate(AGREE_COLUMNS):
+            match, total = row[6 + 2 * i], row[7 + 2 * i]
+            if total:
+                g.agree[f] = [int(match or 0), int(total)]
+        per_class[p][cls] = g
+        total_g = groups.setdefault(p, _Group())
+        total_g.records += g.records
+        total_g.fell_back += g.fell_back
+        total_g.with_doc += g.with_doc
+        total_g.schema_ok += g.schema_ok
+        for f, (match, total) in g.agree.items():
+            pair = total_g.agree.setdefault(f, [0, 0])
+            pair[0] += match
+            pair[1] += total
+    reasons: dict[str, dict[str, int]] = defaultdict(dict)
+    for p, reason, n in conn.execute(f"SELECT pass, {col['reason']} AS r, COUNT(*) FROM shadow_records WHERE "
+                                     f"{where} AND {col['fell_back']} GROUP BY pass, r", args):
+        reasons[p][str(reason)] = int(n)
+
+    def series(p: str, column: str) -> tuple[LatencySummary, list[int]]:
+        expr = col[column]
+        cum_sql = ", ".join(f"SUM({expr} <= ?)" for _ in LATENCY_EDGES_MS)
+        row = conn.execute(f"SELECT COUNT({expr}), {cum_sql} FROM shadow_records WHERE {where} AND pass = ?",
+                           (*LATENCY_EDGES_MS, *args, p)).fetchone()
+        n = int(row[0] or 0)
+        cumulative = [int(v or 0) for v in row[1:]]
+        hist = [b - a for a, b in zip([0, *cumulative], cumulative, strict=False)] + [n - cumulative[-1]]
+
+        def nearest_rank(q: float) -> float | None:  # the same rule as bench.stats.percentile
+            if n == 0:
+                return None
+            rank = max(1, math.ceil(q / 100.0 * n))
+            got = conn.execute(f"SELECT {expr} AS v FROM shadow_records WHERE {where} AND pass = ? AND v IS NOT "
+                               "NULL ORDER BY v LIMIT 1 OFFSET ?", (*args, p, rank - 1)).fetchone()
+            return None if got is None else float(got[0])
+
+        return LatencySummary(count=n, p50=nearest_rank(50), p95=nearest_rank(95)), hist
+
+    figures: dict[str, _PassFigures] = {}
+    for p, g in groups.items():
+        live, live_hist = series(p, "live_ms")
+        shadow, shadow_hist = series(p, "shadow_ms")
+        figures[p] = _PassFigures(g, reasons.get(p, {}), live, shadow, live_hist, shadow_hist)
+    return figures, per_class
+
+
+def report_from_store(url: str, *, since: float | None = None, min_turns_per_class: int = 500,
+                      p95_target_ms: float = P95_TARGET_MS, extra_lost: dict[str, int] | None = None) -> ShadowReport:
+    """The report of a store, computed in SQL (bounded memory whatever the number of records).
+
+    ``extra_lost``: losses the running server counted that are not in the file yet (it could not take them).
+    """
+    from engines.shadow.store import _sum_by_pass, open_reader
+
+    figures: dict[str, _PassFigures] = {}
+    per_class: dict[str, dict[str, _Group]] = {}
+    drops: dict[str, int] = {}
+    lost: dict[str, int] = {}
+    conn = open_reader(url)
+    if conn is not None:
+        try:
+            figures, per_class = _sql_figures(conn, since)
+            drops = _sum_by_pass(conn, "shadow_drops", since)
+            lost = _sum_by_pass(conn, "shadow_losses", since)
+        finally:
+            conn.close()
+    for p, n in (extra_lost or {}).items():
+        lost[p] = lost.get(p, 0) + n
+    return _assemble(figures, per_class, drops, lost, min_turns_per_class=min_turns_per_class,
+                     p95_target_ms=p95_target_ms, store=url, since=since)
 
 
 # -- formatting ------------------------------------------------------------------------------------
@@ -321,7 +449,7 @@ def fmt_rate(fr: FieldRate | None) -> str:
 
 def format_table(report: ShadowReport) -> str:
     lines: list[str] = []
-    head = f"shadow report: {report.records} records, {report.drops} dropped"
+    head = f"shadow report: {report.records} records, {report.drops} dropped, {report.lost} lost"
     if report.store:
         head += f", store {report.store}"
     if report.since:
@@ -329,7 +457,7 @@ def format_table(report: ShadowReport) -> str:
     lines += [head, ""]
     for p, s in report.passes.items():
         lines.append(f"[{p}] records {s.records}  compared {s.compared}  fell back {s.fell_back}  "
-                     f"dropped {s.dropped}  schema valid {fmt_rate(s.schema_valid)}")
+                     f"dropped {s.dropped}  lost {s.lost}  schema valid {fmt_rate(s.schema_valid)}")
         if s.fallback_reasons:
             lines.append("  fallbacks: " + ", ".join(f"{k} {v}" for k, v in s.fallback_reasons.items()))
         lines.append(f"  latency live   p50 {_ms(s.live_latency_ms.p50):>10}  p95 {_ms(s.live_latency_ms.p95):>10}")
@@ -437,7 +565,8 @@ def format_html(report: ShadowReport) -> str:
                       "<title>travel-slm shadow report</title>", f"<style>{_CSS}</style></head><body>",
                       "<h1>travel-slm shadow report</h1>",
                       f'<p>Generated {_e(r.generated_at)}; store {_e(r.store or "-")}; since {_e(r.since or "the start")}. '
-                      f'Records <b data-key="records">{r.records}</b>, dropped <b data-key="drops">{r.drops}</b>.</p>']
+                      f'Records <b data-key="records">{r.records}</b>, dropped <b data-key="drops">{r.drops}</b>, '
+                      f'lost to store faults <b data-key="lost">{r.lost}</b>.</p>']
     verdict = "PASS" if r.gate.passed else "FAIL"
     out.append(f'<h2>Gate: <span data-key="gate.passed" class="{verdict.lower()}">{verdict}</span></h2>')
     if r.gate.reasons:

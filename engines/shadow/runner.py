@@ -37,6 +37,8 @@ log = logging.getLogger("travel_slm.shadow")
 
 RECORD_KIND = "slm_shadow_comparison"
 ERROR_MAX = 300
+#: beyond the shadow timeout, how long a shadow pass may take before it is cancelled from outside
+GUARD_S = 5.0
 
 
 class ShadowMetrics(Protocol):
@@ -72,6 +74,7 @@ class ShadowRunner:
             retention_days=self.settings.retention_days,
             retention_max_rows=self.settings.retention_max_rows,
             redactor=redact_record,
+            listener=metrics,
         )
         self._rng = rng or random.Random()
         self._passes: PassRunner | None = None
@@ -142,6 +145,7 @@ class ShadowRunner:
         return {**self.counts, "inflight": self.inflight, "max_inflight": self.settings.max_inflight,
                 "max_inflight_seen": self.max_inflight_seen, "store_pending": self.store.pending,
                 "store_written": self.store.written, "store_overflowed": self.store.overflowed,
+                "store_lost": self.store.lost_total, "store": self.store.health(),
                 "engine": self.engine_name, "passes": list(self.settings.passes),
                 "sample_rate": self.settings.sample_rate}
 
@@ -229,10 +233,19 @@ class ShadowRunner:
     async def _pass(self, pass_name: str, turn: dict[str, Any], extraction: dict[str, Any] | None,
                     tool_summary: dict[str, Any] | None) -> Served:
         assert self._passes is not None
-        call = (self._passes.extract(turn, self.engine_name) if pass_name == "extract"
-                else self._passes.render(turn, extraction or {}, tool_summary, self.engine_name))
+        # The shadow timeout is the pass runner's deadline, so that a run past it is a timeout *inside* the
+        # runner: it counts toward the shadow circuit breaker (a hanging upstream opens it) and never leaves
+        # a half-open trial behind (cancelling the call from outside did both, issue 11 finding 3).
+        timeout_s = self.settings.timeout_ms / 1000.0
+        deadline = time.monotonic() + timeout_s
+        call = (self._passes.extract(turn, self.engine_name, deadline=deadline) if pass_name == "extract"
+                else self._passes.render(turn, extraction or {}, tool_summary, self.engine_name, deadline=deadline))
         try:
-            return await asyncio.wait_for(call, self.settings.timeout_ms / 1000.0)
+            # a hang guard only (the deterministic fallback itself never blocks): the runner ends at the deadline
+            served = await asyncio.wait_for(call, timeout_s + GUARD_S)
+            if served.fallback_used and served.fallback_reason == "timeout":
+                served.error = f"shadow {self.engine_name} {pass_name} exceeded {self.settings.timeout_ms} ms"
+            return served
         except TimeoutError:
             raise _Timeout(f"shadow {self.engine_name} {pass_name} exceeded {self.settings.timeout_ms} ms") from None
 
