@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sqlite3
 import time
 from importlib import resources
 from typing import Any
@@ -241,8 +242,12 @@ async def shadow_report(
     if lock is None:
         lock = request.app.state.report_lock = asyncio.Lock()
     async with lock:  # one report at a time: concurrent calls wait instead of multiplying the cost
-        report = await asyncio.to_thread(report_from_store, url, since=since_ts, min_turns_per_class=turns,
-                                         extra_lost=extra_lost)
+        try:
+            report = await asyncio.to_thread(report_from_store, url, since=since_ts, min_turns_per_class=turns,
+                                             extra_lost=extra_lost)
+        except sqlite3.Error as exc:  # a corrupt or unreadable store: shadow is degraded, the server is not
+            detail = f"the shadow store cannot be read: {type(exc).__name__}: {exc}"[:300]
+            return JSONResponse({"detail": detail}, status_code=503)
     if format == "html":
         return HTMLResponse(format_html(report))
     body = report.as_json()

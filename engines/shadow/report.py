@@ -155,14 +155,20 @@ def parse_since(value: str | None, now: float | None = None) -> float | None:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", value)
     if m:
         unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
-        return now - float(m.group(1)) * unit
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"--since: expected e.g. 24h, 7d, 30m or an ISO date, got {value!r}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+        ts = now - float(m.group(1)) * unit
+    else:
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"--since: expected e.g. 24h, 7d, 30m or an ISO date, got {value[:64]!r}") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        ts = parsed.timestamp()
+    try:  # the report prints it back as a date: refuse what no date can be (e.g. 99999999d ago)
+        datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"--since: {value[:64]!r} is out of the range of dates") from None
+    return ts
 
 
 # -- the report ------------------------------------------------------------------------------------
