@@ -144,16 +144,29 @@ def _timeouts(settings: Settings) -> dict[tuple[str, str], float]:
 class GuardMiddleware:
     """Pure ASGI: request id, API key, body size limit (on the raw stream), request metrics, access log."""
 
-    def __init__(self, app: Any, *, auth: ApiKeyCheck, max_body_bytes: int, metrics: Metrics) -> None:
+    def __init__(self, app: Any, *, auth: ApiKeyCheck, max_body_bytes: int, metrics: Metrics,
+                 max_header_count: int = 100) -> None:
         self.app = app
         self.auth = auth
         self.max_body = max_body_bytes
+        self.max_header_count = max_header_count
         self.metrics = metrics
+
+    async def _too_large(self, path: str, scope: Scope, receive: Receive, send: Send, declared: int | None) -> None:
+        """413, after reading (and dropping) the body up to a bound so that every client reads the answer."""
+        drained = await _discard_body(receive, declared, 0 if declared is not None else self.max_body)
+        headers = None if drained else {"Connection": "close"}
+        await error_response(path, 413, f"request body exceeds the limit of {self.max_body} bytes",
+                             code="request_too_large", headers=headers)(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope.get("method") == "HEAD" and scope.get("path") in ("/healthz", "/readyz"):
+            # probes may use HEAD (Kubernetes httpGet does not, load balancers do): the GET route, no body
+            scope = {**scope, "method": "GET"}
+            send = _without_body(send)
         started = time.perf_counter()
         path: str = scope.get("path", "")
         if len(path) > 1 and path.endswith("/") and path.rstrip("/") in PASS_PATHS:
@@ -198,6 +211,10 @@ class GuardMiddleware:
         if is_pass:
             self.metrics.inflight.inc()
         try:
+            if len(scope.get("headers", ())) > self.max_header_count:
+                await error_response(path, 431, f"more than {self.max_header_count} request header fields",
+                                     code="request_header_fields_too_large")(scope, receive, send_wrapper)
+                return
             if self.auth.required(path) and not self.auth.allowed(authorization):
                 response = error_response(path, 401, "missing or invalid API key", code="invalid_api_key",
                                           headers={"WWW-Authenticate": "Bearer"})
@@ -212,8 +229,7 @@ class GuardMiddleware:
                     await error_response(path, 400, "invalid Content-Length")(scope, receive, send_wrapper)
                     return
                 if declared > self.max_body:
-                    await error_response(path, 413, f"request body exceeds the limit of {self.max_body} bytes",
-                                         code="request_too_large")(scope, receive, send_wrapper)
+                    await self._too_large(path, scope, receive, send_wrapper, declared)
                     return
             received = 0
             limit = self.max_body
@@ -230,8 +246,7 @@ class GuardMiddleware:
             await self.app(scope, limited_receive, send_wrapper)
         except BodyTooLargeError:
             if status == 0:
-                await error_response(path, 413, f"request body exceeds the limit of {self.max_body} bytes",
-                                     code="request_too_large")(scope, receive, send_wrapper)
+                await self._too_large(path, scope, receive, send_wrapper, None)
         except Exception:
             if status == 0:
                 status = 500
@@ -248,6 +263,46 @@ class GuardMiddleware:
                     "fallback_reason": ctx.get("fallback_reason"), "fallback_detail": ctx.get("fallback_detail"),
                     "input_notes": ctx.get("input_notes") or 0,
                 })
+
+
+#: how much of an over-limit body is read and thrown away so that the client sees the 413 (a client such
+#: as urllib or http.client writes its whole body before reading: closing on it unread resets the
+#: connection instead); beyond this the connection is closed after the 413.
+DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
+DRAIN_TIMEOUT_S = 10.0
+
+
+def _without_body(send: Send) -> Send:
+    async def send_head(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return send_head
+
+
+async def _discard_body(receive: Receive, declared: int | None, already: int) -> bool:
+    """Read and drop the rest of the request body up to :data:`DRAIN_LIMIT_BYTES`; True when it all came."""
+    if declared is not None and declared > DRAIN_LIMIT_BYTES:
+        return False
+    seen = already
+
+    async def drain() -> bool:
+        nonlocal seen
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return False
+            seen += len(message.get("body", b""))
+            if not message.get("more_body"):
+                return True
+            if seen > DRAIN_LIMIT_BYTES:
+                return False
+
+    try:
+        return await asyncio.wait_for(drain(), DRAIN_TIMEOUT_S)
+    except TimeoutError:
+        return False
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -326,6 +381,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         GuardMiddleware,
         auth=ApiKeyCheck(api_key, metrics_require_key=settings.metrics_require_key),
         max_body_bytes=settings.max_body_bytes,
+        max_header_count=settings.max_header_count,
         metrics=metrics,
     )
     return app

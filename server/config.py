@@ -161,6 +161,12 @@ class Settings(BaseSettings):
                                       "except /healthz and /readyz (and /metrics unless metrics_require_key).")
     metrics_require_key: bool = False
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, description="Request line and headers together; "
+                                  "beyond it 431 (Envoy's limit is 60 KiB).")
+    max_header_count: int = Field(default=100, ge=8, description="Header fields per request; beyond it 431.")
+    header_timeout_s: float = Field(default=10.0, gt=0, description="A request's line and headers must arrive "
+                                    "within this many seconds of their start (or of the connection); else 408 "
+                                    "and the connection closes.")
     model_aliases: dict[str, PassName] = Field(default_factory=lambda: {"gpt-4o": "extract", "gpt-4o-mini": "render"})
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     slm: SlmSettings = Field(default_factory=SlmSettings)

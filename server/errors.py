@@ -37,6 +37,7 @@ class JSONResponse(_StarletteJSONResponse):
 _OPENAI_TYPES = {401: "invalid_request_error", 500: "server_error", 503: "server_error"}
 _DEFAULT_CODES = {400: "invalid_request", 401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed",
                   413: "request_too_large", 415: "unsupported_media_type", 422: "invalid_shape",
+                  431: "request_header_fields_too_large",
                   500: "internal_error", 503: "unavailable"}
 
 

@@ -44,7 +44,7 @@ NOTE_ACTIONS = frozenset({"mapped", "dropped", "defaulted"})
 SHADOW_OUTCOMES = frozenset({"compared", "fell_back", "dropped"})
 STORE_ERRORS = frozenset({"open", "write", "writer", "writer_restart", "retention"})
 LOSS_CAUSES = frozenset({"write_failed", "store_unavailable", "writer_error", "unserialisable"})
-HTTP_STATUSES = frozenset({"200", "400", "401", "404", "405", "413", "415", "422", "500", "503"})
+HTTP_STATUSES = frozenset({"200", "400", "401", "404", "405", "408", "413", "415", "422", "431", "500", "503"})
 
 
 def _bounded(value: Any, allowed: Iterable[str], default: str = "other") -> str:

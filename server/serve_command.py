@@ -65,13 +65,18 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def uvicorn_config(app: Any, host: str, port: int, log_level: str) -> Any:
-    """The uvicorn settings of ``travel-slm serve`` (the serve benchmark runs its echo baseline with them too)."""
+def uvicorn_config(app: Any, host: str, port: int, log_level: str, *, max_header_bytes: int = 64 * 1024,
+                   header_timeout_s: float = 10.0, **extra: Any) -> Any:
+    """The uvicorn settings of ``travel-slm serve`` (the serve benchmark runs its echo baseline with them too):
+    uvicorn's h11 protocol with the header limits of :mod:`server.http_protocol`."""
     import uvicorn
+
+    from server.http_protocol import guarded_protocol
 
     return uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, log_level=log_level, lifespan="on",
-        server_header=False, timeout_graceful_shutdown=10,
+        server_header=False, timeout_graceful_shutdown=10, http=guarded_protocol(header_timeout_s, max_header_bytes),
+        h11_max_incomplete_event_size=max_header_bytes, **extra,
     )
 
 
@@ -91,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
     configure_logging(settings.log_level, secrets=[api_key])
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn_config(app, settings.host, settings.port, settings.log_level))
+    server = uvicorn.Server(uvicorn_config(app, settings.host, settings.port, settings.log_level,
+                                           max_header_bytes=settings.max_header_bytes,
+                                           header_timeout_s=settings.header_timeout_s))
     server.run()
     return 0 if server.started else 1
