@@ -10,7 +10,8 @@ A plain PyTorch loop over transformers and PEFT:
 - a checkpoint is scored by grammar-constrained exact match on validation turns (the model's
   own constrained answer, realised into the contract document, equal to the label), not by loss,
   and the best one is kept in ``OUT/adapter``;
-- ``--resume`` continues from ``OUT/checkpoint`` (saved every ``--save-every`` steps).
+- ``--resume`` continues from ``OUT/checkpoint`` (saved every ``--save-every`` steps);
+  ``OUT/progress.json`` holds the step, recent losses and tokens/s while it runs.
 
 ``OUT/train_report.json`` records the hyperparameters, the dataset manifest's hash, the loss
 curve, the validation scores, tokens per second and the wall time, which the command also prints.
@@ -34,9 +35,9 @@ from typing import Any
 from training.examples import Example, build_examples, length_grouped_batches, pass_examples
 from training.progress import bar
 
-DEFAULTS: dict[str, Any] = {"method": "lora", "epochs": 1.0, "lr": 3e-4, "batch_size": 16, "rank": 16,
-                            "alpha": 32, "render_share": 0.25, "val_turns": 120, "seed": 0, "evals": 2,
-                            "warmup": 0.03, "save_every": 200}
+DEFAULTS: dict[str, Any] = {"method": "lora", "epochs": 2.0, "lr": 3e-4, "batch_size": 16, "rank": 16,
+                            "alpha": 32, "render_share": 0.25, "val_turns": 60, "seed": 0, "evals": 2,
+                            "warmup": 0.03, "save_every": 100}
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -122,6 +123,9 @@ def constrained_exact(model: Any, tokenizer: Any, records: list[dict[str, Any]])
     from training.examples import render_plan_of
 
     model.eval()
+    merged = hasattr(model, "merge_adapter")
+    if merged:  # decode on merged weights (as served); unmerged afterwards to go on training
+        model.merge_adapter()
     adapter = TransformersAdapter(preloaded=(model, tokenizer), prefix_cache=False, num_threads=os.cpu_count())
 
     async def run() -> dict[str, float]:
@@ -147,6 +151,8 @@ def constrained_exact(model: Any, tokenizer: Any, records: list[dict[str, Any]])
     try:
         return asyncio.run(run())
     finally:
+        if merged:
+            model.unmerge_adapter()
         model.train()
 
 
@@ -156,10 +162,12 @@ def _save_adapter(model: Any, folder: Path) -> None:
     model.save_pretrained(str(folder))
 
 
-def train(data: Path, out: Path, *, base: str = "bundled", method: str = "lora", epochs: float = 1.0,
-          lr: float = 3e-4, batch_size: int = 16, rank: int = 16, alpha: int = 32, render_share: float = 0.25,
-          val_turns: int = 120, seed: int = 0, evals: int = 2, warmup: float = 0.03, device: str = "auto",
-          resume: bool = False, save_every: int = 200, max_steps: int | None = None, threads: int | None = None,
+def train(data: Path, out: Path, *, base: str = "bundled", method: str = DEFAULTS["method"],
+          epochs: float = DEFAULTS["epochs"], lr: float = DEFAULTS["lr"], batch_size: int = DEFAULTS["batch_size"],
+          rank: int = DEFAULTS["rank"], alpha: int = DEFAULTS["alpha"], render_share: float = DEFAULTS["render_share"],
+          val_turns: int = DEFAULTS["val_turns"], seed: int = DEFAULTS["seed"], evals: int = DEFAULTS["evals"],
+          warmup: float = DEFAULTS["warmup"], device: str = "auto", resume: bool = False,
+          save_every: int = DEFAULTS["save_every"], max_steps: int | None = None, threads: int | None = None,
           progress: bool = True) -> dict[str, Any]:
     import torch
 
@@ -244,6 +252,11 @@ def train(data: Path, out: Path, *, base: str = "bundled", method: str = "lora",
             if not progress or not sys.stderr.isatty():
                 print(json.dumps({"event": "validation", "step": state["step"], **scores}), file=sys.stderr)
             t_train = time.perf_counter() - state["train_seconds"]  # validation time is not training time
+        if state["step"] % 10 == 0 or state["step"] == total_steps:  # for a look from another terminal
+            (out / "progress.json").write_text(json.dumps({
+                "step": state["step"], "steps": total_steps, "loss_last_10": state["losses"][-10:],
+                "tokens_per_second": round(state["tokens"] / max(state["train_seconds"], 1e-9), 1),
+                "train_seconds": round(state["train_seconds"], 1), "evals": state["evals"]}))
         if save_every and state["step"] % save_every == 0 and state["step"] < total_steps:
             _save_adapter(model, ckpt / "adapter")
             torch.save(optimizer.state_dict(), ckpt / "optimizer.pt")
