@@ -215,6 +215,9 @@ def pass_input(pass_: str, body: ChatCompletionRequest) -> tuple[Any, int]:
     except ValueError as exc:
         raise ApiError(400, f"the user message content is not valid JSON: {exc.msg if hasattr(exc, 'msg') else exc}",
                        param=param, code="invalid_json") from None
+    except RecursionError:  # e.g. arrays nested 5,000 deep: a client fault, never a 500
+        raise ApiError(400, "the user message content is nested too deeply", param=param,
+                       code="invalid_json") from None
     prefix = ("body", "messages", index, "content")
     try:
         if pass_ == "extract":
