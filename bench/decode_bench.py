@@ -34,7 +34,8 @@ are spread evenly and deterministically over the corpora.
     python -m bench.decode_bench --adapters transformers --turns 5 --json
     python -m bench.decode_bench --check                          # exit 1 when a target is missed
 
-Targets: constrained/unconstrained decode tokens/s ratio >= 0.95; served extract p50 <= 600 ms.
+Targets: constrained/unconstrained decode tokens/s ratio >= 0.95; served extract p50 <= 600 ms; served render
+(plan mode) p50 <= 300 ms. `--models bundled,shipped` measures the untrained and the trained model in one run.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ DEFAULT_CORPORA = REPO.parent / "shared" / "reference" / "corpora"
 ADAPTER_NAMES: tuple[str, ...] = ("transformers", "vllm", "mlx")
 TARGET_RATIO = 0.95
 TARGET_EXTRACT_P50_MS = 600.0
+TARGET_RENDER_P50_MS = 300.0
 NO_BREAKER = 10**9
 """Failure threshold that keeps the circuit breaker closed: every turn reaches the model."""
 WARMUP_TOKENS = 16
@@ -299,19 +301,28 @@ def prefix_lever(on: Sequence[Sample], off: Sequence[Sample], identical: int | N
     }
 
 
+def row_label(r: dict[str, Any]) -> str:
+    """``adapter`` or ``adapter:model`` when the run names models (``--models``)."""
+    return f"{r['adapter']}:{r['model_spec']}" if r.get("model_spec") else r["adapter"]
+
+
 def evaluate_targets(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per measured adapter: the tokens/s ratio target and the served extract p50 target."""
+    """Per measured adapter and model: tokens/s ratio, served extract p50 and (plan) render p50 targets."""
     checks: dict[str, dict[str, Any]] = {}
     for r in results:
         if r.get("status") != "ok":
             continue
-        name = r["adapter"]
+        name = row_label(r)
         value = r["decode"]["ratio"]
         checks[f"{name}_tok_s_ratio"] = {"value": value, "basis": r["decode"]["ratio_basis"], "target": TARGET_RATIO,
                                          "ok": value is not None and value >= TARGET_RATIO}
         p50 = r["served"]["extract"]["p50_ms"]
         checks[f"{name}_extract_p50_ms"] = {"value": p50, "target": TARGET_EXTRACT_P50_MS,
                                             "ok": p50 is not None and p50 <= TARGET_EXTRACT_P50_MS}
+        if r.get("meta", {}).get("render_mode") == "plan":
+            p50 = r["served"]["render"]["p50_ms"]
+            checks[f"{name}_render_p50_ms"] = {"value": p50, "target": TARGET_RENDER_P50_MS,
+                                               "ok": p50 is not None and p50 <= TARGET_RENDER_P50_MS}
     return checks
 
 
@@ -343,7 +354,7 @@ def table_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
         d, s = r["decode"], r["served"]
         c, u = d["constrained"], d["unconstrained"]
         rows.append([
-            r["adapter"], str(r["turns"]), _fmt(c["tok_s"]), _fmt(u["tok_s"]), _fmt(d["ratio_tok_s"], ".2f"),
+            row_label(r), str(r["turns"]), _fmt(c["tok_s"]), _fmt(u["tok_s"]), _fmt(d["ratio_tok_s"], ".2f"),
             _fmt(c["decode_tok_s"]), _fmt(u["decode_tok_s"]), _fmt(d["ratio_decode_tok_s"], ".2f"),
             _fmt(c["mask_ms_per_token"], ".3f"), f"{c['steps_saved']}/{c['completion_tokens']}",
             str(c["forced_tokens"]),
@@ -368,7 +379,7 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append("  ".join("-" * w for w in widths))
     for r in results:
         if r.get("status") != "ok":
-            lines.append(f"{r['adapter']:<{widths[0]}}  {r.get('status')}: {r.get('reason')}")
+            lines.append(f"{row_label(r):<{widths[0]}}  {r.get('status')}: {r.get('reason')}")
     lines += [
         "",
         "c/u = constrained/unconstrained extract prompt, same turns and max_new_tokens; tok/s = completion tokens / "
@@ -379,9 +390,11 @@ def format_table(report: dict[str, Any]) -> str:
     for r in results:
         if r.get("status") != "ok":
             continue
-        name, meta = r["adapter"], r.get("meta", {})
+        name, meta = row_label(r), r.get("meta", {})
         lines.append("")
-        lines.append(f"{name}: model {meta.get('model')} on {meta.get('device')}, load {_fmt(meta.get('load_s'))} s, "
+        lines.append(f"{name}: model {meta.get('model')} on {meta.get('device')} (extract {meta.get('extract_mode')}, "
+                     f"render {meta.get('render_mode')}, prompts {meta.get('prompt_style')}), "
+                     f"load {_fmt(meta.get('load_s'))} s, "
                      f"quantize {_fmt(meta.get('quantize'))}, jump_forward {_fmt(meta.get('jump_forward'))}, "
                      f"prefix_cache {_fmt(meta.get('prefix_cache'))}, "
                      f"max_new_tokens {meta.get('max_new_tokens_extract')}/{meta.get('max_new_tokens_render')}, "
@@ -449,6 +462,8 @@ class BenchOptions:
     config: str | None = None
     slm_settings: Any = None
     """A ready :class:`server.config.SlmSettings` (tests); overrides ``config``."""
+    model: str | None = None
+    """``slm.model`` for this run (``--models``); None: the settings' value."""
 
 
 def _settings_for(name: str, options: BenchOptions) -> Any:
@@ -456,6 +471,8 @@ def _settings_for(name: str, options: BenchOptions) -> Any:
 
     base = options.slm_settings if options.slm_settings is not None else load_settings(options.config).slm
     update: dict[str, Any] = {"adapter": name}
+    if options.model is not None:
+        update["model"] = options.model
     if options.max_new_tokens is not None:
         update["max_new_tokens_extract"] = options.max_new_tokens
     if options.max_new_tokens_render is not None:
@@ -487,8 +504,7 @@ def _attribute(obj: Any, name: str, value: Any) -> Iterator[None]:
 
 async def _bench_adapter(name: str, turns: Sequence[BenchTurn], options: BenchOptions,
                          tick: Callable[[], None]) -> dict[str, Any]:
-    from adapters.base import AdapterUnavailableError, GenerationRequest
-    from adapters.select import build_adapter
+    from adapters.base import GenerationRequest
     from engines.fallback import PassRunner
     from engines.slm import grammars, prompts
     from engines.slm.engine import SlmEngine
@@ -497,23 +513,22 @@ async def _bench_adapter(name: str, turns: Sequence[BenchTurn], options: BenchOp
     overrides: dict[str, Any] = {}
     if name == "transformers" and options.threads:
         overrides["num_threads"] = options.threads
-    try:
-        adapter = await asyncio.to_thread(build_adapter, settings, **overrides)
-    except AdapterUnavailableError as exc:
-        return {"adapter": name, "status": "skipped", "reason": str(exc)}
-    engine = SlmEngine(settings, adapter=adapter)
+    engine = SlmEngine(settings, adapter_options=overrides)
     try:
         await engine.start()
         ready, why = engine.readiness()
         if not ready:
             status = "skipped" if "unavailable" in why else "failed"
-            return {"adapter": name, "status": status, "reason": why}
+            return {"adapter": name, "model_spec": settings.model, "status": status, "reason": why}
+        adapter = engine.runtime
+        settings = engine.settings  # what the model package implied (base model, LoRA, modes)
         budget = settings.max_new_tokens("extract")
+        plan_mode = engine.extract_grammar == grammars.EXTRACT_PLAN
 
         def request(turn: BenchTurn, constrained: bool = True, max_new: int | None = None) -> Any:
-            return GenerationRequest(messages=prompts.extract_messages(turn.turn), schema_key=grammars.EXTRACT,
-                                     max_new_tokens=max_new or budget, lora=settings.lora_for("extract"),
-                                     constrained=constrained)
+            return GenerationRequest(messages=prompts.extract_messages(turn.turn, engine.prompt_style, plan=plan_mode),
+                                     schema_key=engine.extract_grammar, max_new_tokens=max_new or budget,
+                                     lora=settings.lora_for("extract"), constrained=constrained)
 
         async def timed(req: Any) -> tuple[Sample, str]:
             started = time.perf_counter()
@@ -565,6 +580,7 @@ async def _bench_adapter(name: str, turns: Sequence[BenchTurn], options: BenchOp
 
         result: dict[str, Any] = {
             "adapter": name,
+            "model_spec": options.model,
             "status": "ok",
             "reason": None,
             "turns": len(turns),
@@ -579,6 +595,8 @@ async def _bench_adapter(name: str, turns: Sequence[BenchTurn], options: BenchOp
                 "max_new_tokens_extract": budget,
                 "max_new_tokens_render": settings.max_new_tokens("render"),
                 "render_mode": settings.render_mode,
+                "extract_mode": settings.extract_mode,
+                "prompt_style": engine.prompt_style,
                 "timeouts_ms": {p: t for (_, p), t in timeouts.items()} or None,
                 "turn_ids": [t.id for t in turns],
             },
@@ -661,6 +679,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapters", type=_adapter_list, default=list(ADAPTER_NAMES), metavar="A,B",
                    help=f"comma-separated adapters (default: {','.join(ADAPTER_NAMES)}; one whose package is "
                         "missing is listed as skipped with the reason)")
+    p.add_argument("--models", type=lambda v: [m.strip() for m in v.split(",") if m.strip()], metavar="M,N",
+                   help="slm.model specs measured one after the other in the same run, e.g. 'bundled,shipped' "
+                        "(the untrained demo model beside the trained package); default: the settings' model")
     p.add_argument("--turns", type=positive_int, default=20, metavar="N",
                    help="reference turns per adapter (default 20)")
     p.add_argument("--mlx-turns", type=positive_int, default=2, metavar="N",
@@ -717,18 +738,23 @@ def main(argv: list[str] | None = None) -> int:
     show_progress = not args.json and sys.stderr.isatty()
     results = []
     with stdout_to_stderr():
-        for name in args.adapters:
-            chosen = mlx_turns if name == "mlx" else turns
-            bar = None
-            if show_progress and not skip_reason(name):
-                from tqdm import tqdm
+        for model in args.models or [None]:
+            run_options = replace(options, model=model)
+            for name in args.adapters:
+                chosen = mlx_turns if name == "mlx" else turns
+                bar = None
+                if show_progress and not skip_reason(name):
+                    from tqdm import tqdm
 
-                bar = tqdm(total=planned_steps(name, len(chosen), options), unit="gen", desc=name, file=sys.stderr)
-            try:
-                results.append(run_adapter(name, chosen, options, bar.update if bar is not None else None))
-            finally:
-                if bar is not None:
-                    bar.close()
+                    bar = tqdm(total=planned_steps(name, len(chosen), options), unit="gen",
+                               desc=name if model is None else f"{name}:{model}", file=sys.stderr)
+                try:
+                    result = run_adapter(name, chosen, run_options, bar.update if bar is not None else None)
+                    result.setdefault("model_spec", model)
+                    results.append(result)
+                finally:
+                    if bar is not None:
+                        bar.close()
     meta = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
             "corpora": [c.name for c in corpora], "turns": len(turns), "mlx_turns": len(mlx_turns),
             "argv": sys.argv[1:] if argv is None else argv}

@@ -50,7 +50,7 @@ def test_build_leaves_eval_texts_out_and_the_leak_check_fails_on_a_planted_one(t
                for x in lines)
     bad = tmp_path / "bad.jsonl"
     bad.write_text(lines[0] + "\n" + json.dumps({"input": {"event_payload": {"text": "PLANTED an eval text."}}}) + "\n")
-    with pytest.raises(LeakError, match="bad.jsonl:2"):
+    with pytest.raises(LeakError, match=r"bad\.jsonl:2"):
         check_leaks([bad], {"planted an eval text"})
 
 

@@ -98,7 +98,7 @@ def _write(path: Path, records: list[dict[str, Any]]) -> None:
             handle.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
 
 
-def build(out: Path, corpora: list[Path], *, seed: int = 0, synthetic: int = 6000, val_share: float = 0.06,
+def build(out: Path, corpora: list[Path], *, seed: int = 0, synthetic: int = 5000, val_share: float = 0.06,
           progress: bool = False) -> dict[str, Any]:
     """Write ``train.jsonl``, ``val.jsonl`` and ``manifest.json`` into ``out``; return the manifest."""
     started = time.perf_counter()
@@ -202,7 +202,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--corpus", nargs="+", metavar="FILE",
                    help=f"labelled .jsonl corpora (default: {DEFAULT_CORPORA}/*.labeled.jsonl)")
     b.add_argument("--seed", type=int, default=0, help="seed of the generator and the split (default 0)")
-    b.add_argument("--synthetic", type=int, default=6000, metavar="N", help="synthetic turns (default 6000)")
+    b.add_argument("--synthetic", type=int, default=5000, metavar="N", help="synthetic turns (default 5000)")
     b.add_argument("--val-share", type=float, default=0.06, help="share of records held out for validation")
     b.add_argument("--json", action="store_true", help="print the manifest as JSON; no progress bar")
     b.set_defaults(func=_command)

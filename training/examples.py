@@ -58,15 +58,20 @@ def tokenize(tokenizer: Any, messages: list[dict[str, str]], completion: str, pa
     return Example(prompt_ids + done, [-100] * len(prompt_ids) + done, pass_name)
 
 
+MAX_COPIES: dict[str, int] = {"extract": 2, "render": 12}
+"""How often one example may repeat word for word. The corpora repeat short turns many times: extra
+copies cost training time and teach nothing new. Render inputs are few (intent, tool, status,
+counts), so each distinct one is kept more often, or the rare answers would be drowned out."""
+
+
 def build_examples(tokenizer: Any, records: list[dict[str, Any]], *, render_share: float, seed: int,
-                   max_copies: int = 2) -> list[Example]:
-    """Every record's extract example, and a seeded ``render_share`` of render examples.
+                   max_copies: dict[str, int] | None = None) -> list[Example]:
+    """Every record's extract example, and render examples from a seeded ``render_share`` of records.
 
     The render plan is a function of the intent and the tool result's status, so a share of the
     records teaches it (the synthetic records, balanced over classes, bring the rare intents).
-    An example repeated word for word (the corpora repeat short turns many times) is kept at
-    most ``max_copies`` times: repeats cost training time and teach nothing new.
     """
+    limits = {**MAX_COPIES, **(max_copies or {})}
     rng = random.Random(seed)
     seen: Counter[str] = Counter()
     out = []
@@ -75,9 +80,9 @@ def build_examples(tokenizer: Any, records: list[dict[str, Any]], *, render_shar
         chosen = ["extract", "render"] if rng.random() < render_share else ["extract"]
         for pass_name in chosen:
             messages, done = per_pass[pass_name]
-            key = messages[-1]["content"] + "\0" + done
+            key = pass_name + "\0" + messages[-1]["content"] + "\0" + done
             seen[key] += 1
-            if seen[key] <= max_copies:
+            if seen[key] <= limits[pass_name]:
                 out.append(tokenize(tokenizer, messages, done, pass_name))
     return out
 

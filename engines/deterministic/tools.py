@@ -21,6 +21,13 @@ def _party(merged: dict[str, Any]) -> dict[str, Any]:
     return party if isinstance(party, dict) else {}
 
 
+def _count(value: Any) -> int:
+    """Children as the count the tools take: a list's length; a bare count as sent; anything else 0."""
+    if isinstance(value, list):
+        return len(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 def _adults(merged: dict[str, Any]) -> Any:
     party = merged.get("party")
     return party.get("adults", 1) if isinstance(party, dict) else 1
@@ -48,7 +55,7 @@ def hotels(merged: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return R.TOOL_HOTELS, {"city": _get(region, "label") or "", "city_code": _get(region, "city_code") or "",
                            "check_in": merged.get("check_in_date"), "check_out": merged.get("check_out_date"),
                            "adults": _adults(merged), "rooms": party.get("rooms") or 1,
-                           "children": len(party.get("children") or []), "radius": R.HOTEL_RADIUS}
+                           "children": _count(party.get("children")), "radius": R.HOTEL_RADIUS}
 
 
 def activities(merged: dict[str, Any]) -> tuple[str, dict[str, Any]]:

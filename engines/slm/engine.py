@@ -64,7 +64,11 @@ class SlmEngine(Engine):
     name: ClassVar[str] = "slm"
     constrained = True
 
-    def __init__(self, settings: SlmSettings, adapter: Adapter | None = None) -> None:
+    def __init__(self, settings: SlmSettings, adapter: Adapter | None = None,
+                 adapter_options: dict[str, Any] | None = None) -> None:
+        """``adapter``: a ready adapter (tests); ``adapter_options``: extra keyword arguments for the one
+        :func:`adapters.select.build_adapter` builds (benchmarks: ``num_threads``)."""
+        self._adapter_options = dict(adapter_options or {})
         self._package_error: str | None = None
         self.package = None
         try:
@@ -136,14 +140,15 @@ class SlmEngine(Engine):
     def _adapter_overrides(self) -> dict[str, Any]:
         """A LoRA package on transformers: merge the adapter into the weights at load (no per-step cost)."""
         pkg = self.package
+        options = dict(self._adapter_options)
         if pkg is None or pkg.weights != "lora" or self.settings.lora != str(pkg.path):
-            return {}
+            return options
         from adapters.select import choose_adapter
 
         if choose_adapter(self.settings.adapter) != "transformers":
-            return {}
+            return options
         self.settings = self.settings.model_copy(update={"lora": None})
-        return {"merge_lora": str(pkg.path), "model_name": pkg.name}
+        return {**options, "merge_lora": str(pkg.path), "model_name": pkg.name}
 
     async def aclose(self) -> None:
         self._ready = False
