@@ -58,7 +58,7 @@ def tokenize(tokenizer: Any, messages: list[dict[str, str]], completion: str, pa
     return Example(prompt_ids + done, [-100] * len(prompt_ids) + done, pass_name)
 
 
-MAX_COPIES: dict[str, int] = {"extract": 2, "render": 12}
+MAX_COPIES: dict[str, int] = {"extract": 2, "render": 30}
 """How often one example may repeat word for word. The corpora repeat short turns many times: extra
 copies cost training time and teach nothing new. Render inputs are few (intent, tool, status,
 counts), so each distinct one is kept more often, or the rare answers would be drowned out."""

@@ -36,7 +36,7 @@ from training.examples import Example, build_examples, length_grouped_batches, p
 from training.progress import bar
 
 DEFAULTS: dict[str, Any] = {"method": "lora", "epochs": 2.0, "lr": 3e-4, "batch_size": 16, "rank": 16,
-                            "alpha": 32, "render_share": 0.5, "val_turns": 60, "seed": 0, "evals": 3,
+                            "alpha": 32, "render_share": 1.0, "val_turns": 60, "seed": 0, "evals": 3,
                             "warmup": 0.03, "save_every": 100}
 
 
