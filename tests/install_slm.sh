@@ -18,7 +18,7 @@ else
   "$PY" -m pip install "torch==2.13.0"
 fi
 
-if have transformers && have xgrammar && have gguf && have accelerate && have safetensors && have pytest \
+if have transformers && have xgrammar && have gguf && have accelerate && have safetensors && have peft && have pytest \
    && "$PY" -m pip show travel-slm >/dev/null 2>&1; then
   echo "install_slm: slm extras already installed"
 else

@@ -191,7 +191,7 @@ def test_real_run_on_transformers_bundled_model():
     turns = db.load_turns(corpora, 1)
     # one torch thread: on a shared 2-core box two threads stall whenever another process holds a core
     options = db.BenchOptions(max_new_tokens=8, max_new_tokens_render=8, timeout_ms=0, threads=1,
-                              slm_settings=SlmSettings())
+                              slm_settings=SlmSettings(model="bundled"))
     ticks: list[int] = []
     result = db.run_adapter("transformers", turns, options, lambda: ticks.append(1))
     assert result["status"] == "ok", result.get("reason")

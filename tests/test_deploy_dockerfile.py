@@ -320,15 +320,23 @@ def test_dockerignore_keeps_the_build_inputs_and_drops_the_rest() -> None:
                 if line.strip() and not line.startswith("#")]
 
     def ignored(path: str) -> bool:
-        return any(fnmatch(path, p) or fnmatch(path, p.removeprefix("**/")) or path.startswith(p.rstrip("/") + "/")
-                   for p in patterns)
+        """Docker's rule: the last pattern that matches decides; a leading ``!`` lets the path back in."""
+        verdict = False
+        for p in patterns:
+            negated = p.startswith("!")
+            p = p.removeprefix("!")
+            if fnmatch(path, p) or fnmatch(path, p.removeprefix("**/")) or path.startswith(p.rstrip("/") + "/"):
+                verdict = not negated
+        return verdict
 
-    needed = ["pyproject.toml", "README.md"] + [
+    from models import SHIPPED_NAME
+
+    needed = ["pyproject.toml", "README.md", f"models/{SHIPPED_NAME}/adapter_model.safetensors"] + [
         pkg.rstrip("*") for pkg in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
     ]
     for path in needed:
         assert not ignored(path), f".dockerignore drops {path}, which the image build needs"
-    for path in [".git", "tests", "shadow.db", ".venv", "server/__pycache__", ".env"]:
+    for path in [".git", "tests", "shadow.db", ".venv", "server/__pycache__", ".env", "x/model.safetensors", ".gpu"]:
         assert ignored(path), f".dockerignore lets {path} into the build context"
 
 

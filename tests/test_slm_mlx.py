@@ -36,7 +36,7 @@ def mlx_env():
     from adapters.models import resolve_model
     from server.config import SlmSettings
 
-    settings = SlmSettings(adapter="mlx", max_new_tokens_extract=48, max_new_tokens_render=48)
+    settings = SlmSettings(adapter="mlx", model="bundled", max_new_tokens_extract=48, max_new_tokens_render=48)
     loop = asyncio.new_event_loop()
     adapter = MlxAdapter(resolve_model("bundled"), settings)
     started = time.perf_counter()

@@ -75,9 +75,9 @@ def test_select_auto_and_missing_packages(monkeypatch):
     _hide(monkeypatch, "vllm", "mlx", "mlx_lm")
     assert choose_adapter("auto") == "transformers"
     with pytest.raises(AdapterUnavailableError, match="vllm"):
-        build_adapter(SlmSettings(adapter="vllm"))
+        build_adapter(SlmSettings(adapter="vllm", model="bundled"))
     with pytest.raises(AdapterUnavailableError, match="mlx"):
-        build_adapter(SlmSettings(adapter="mlx"))
+        build_adapter(SlmSettings(adapter="mlx", model="bundled"))
     assert "mlx-lm" in missing_packages("mlx")
 
 

@@ -217,7 +217,7 @@ def test_lora_without_peft_is_a_clear_error(tiny, turns, monkeypatch, tmp_path):
 
 def _engine(tiny, **settings) -> SlmEngine:
     adapter = TransformersAdapter(preloaded=tiny, model_name="tiny")
-    return SlmEngine(SlmSettings(adapter="transformers", **settings), adapter=adapter)
+    return SlmEngine(SlmSettings(adapter="transformers", model="bundled", **settings), adapter=adapter)
 
 
 def test_engine_is_not_ready_before_start(tiny, turns):

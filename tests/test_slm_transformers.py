@@ -29,7 +29,7 @@ MODEL_NAME = "smollm2-135m-instruct"
 
 @pytest.fixture(scope="module")
 def engine() -> SlmEngine:
-    eng = SlmEngine(SlmSettings(adapter="transformers"))
+    eng = SlmEngine(SlmSettings(adapter="transformers", model="bundled"))
     asyncio.run(eng.start())
     ready, reason = eng.readiness()
     assert ready, reason
@@ -99,7 +99,7 @@ def test_render_40_turns_always_schema_valid(engine, records):
 
 
 def test_tiny_max_new_tokens_falls_back_truncated(engine, records):
-    small = SlmEngine(SlmSettings(adapter="transformers", max_new_tokens_extract=4, max_new_tokens_render=3),
+    small = SlmEngine(SlmSettings(adapter="transformers", model="bundled", max_new_tokens_extract=4, max_new_tokens_render=3),
                       adapter=engine.runtime)
     asyncio.run(small.start())
     runner = PassRunner({"slm": small})
@@ -160,7 +160,7 @@ async def _sequential(runner: PassRunner, batch: list[dict]) -> list[Served]:
 
 
 def test_full_render_mode_serves_valid_output(engine, records):
-    full = SlmEngine(SlmSettings(adapter="transformers", render_mode="full", max_new_tokens_render=96),
+    full = SlmEngine(SlmSettings(adapter="transformers", model="bundled", render_mode="full", max_new_tokens_render=96),
                      adapter=engine.runtime)
     asyncio.run(full.start())
     assert full.readiness()[0]

@@ -163,7 +163,7 @@ def vllm_env():
     from adapters.vllm import VllmAdapter
     from server.config import SlmSettings
 
-    settings = SlmSettings(adapter="vllm")
+    settings = SlmSettings(adapter="vllm", model="bundled")
     loop = asyncio.new_event_loop()
     adapter = VllmAdapter(resolve_model("bundled"), settings)
     started = time.perf_counter()

@@ -1,0 +1,60 @@
+"""The shipped trained model (``slm.model=shipped``, the default) on its OWN answers.
+
+A fixed sample of 60 ``eval``-split turns, spread over every class of the label (render-intent
+kind | first tool), none of which the model was trained on (the dataset builder's leak check).
+Timeouts are raised so that the verdict does not depend on this machine's speed: what is scored is
+the model's answer, and a fallback of any kind fails the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from tests.conftest_slm import load_corpus_records, require_bundled, spread
+
+pytestmark = pytest.mark.slow
+require_bundled()
+
+
+def test_shipped_package_is_complete_and_small():
+    import models
+    from adapters.models import PACKAGE_FILE, model_package
+
+    package = model_package("shipped")
+    assert package is not None and package.path == models.SHIPPED
+    for name in (PACKAGE_FILE, "adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "MODEL_CARD.md",
+                 "eval_report.json", "lineage.json"):
+        assert (models.SHIPPED / name).is_file(), name
+    total = sum(p.stat().st_size for p in models.SHIPPED.iterdir())
+    assert total <= 25 * 1024 * 1024
+    report = json.loads((models.SHIPPED / "eval_report.json").read_text())
+    assert report["eval"]["view"] == "own" and report["eval"]["n"] > 600
+
+
+def _sample(tmp_path):
+    from engines.agreement import turn_class
+
+    records = [r for r in load_corpus_records() if r.get("split") == "eval"]
+    picked = spread(records, 60, key=lambda r: turn_class(r["expected"]["extract"]))
+    classes = {turn_class(r["expected"]["extract"]) for r in records}
+    assert len(picked) == 60 and {turn_class(r["expected"]["extract"]) for r in picked} == classes
+    path = tmp_path / "eval_sample.labeled.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in picked))
+    return path
+
+
+def test_shipped_model_meets_the_gate_on_60_eval_turns_with_no_fallback(tmp_path):
+    from bench.eval import GATE, run_eval
+    from server.config import load_settings
+
+    settings = load_settings(slm={"adapter": "transformers", "timeout_ms_extract": 120_000,
+                                  "timeout_ms_render": 120_000})
+    assert settings.slm.model == "shipped"  # the default
+    report = asyncio.run(run_eval("slm", [str(_sample(tmp_path))], settings=settings))
+    assert report.view == "own"
+    assert report.metrics["fallback_rate"] == 0.0, report.fallback_reasons
+    failures = {k: report.metrics[k] for k, target in GATE.items() if report.metrics[k] < target}
+    assert not failures, (failures, report.per_class)
