@@ -317,6 +317,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cooldown_s=settings.fallback.cooldown_s,
         observers=[metrics.observe_served],
     )
+    metrics.watch_circuits(runner.breakers)
     shadow: Any = None
     if settings.shadow.enabled:
         from engines.shadow.runner import ShadowRunner

@@ -8,15 +8,17 @@ no text and no secret ever becomes a label.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from contracts.planner import RULE_IDS, RULES, InputNote
 from engines.agreement import FIELDS as AGREEMENT_FIELDS
-from engines.fallback import Served
+from engines.fallback import CircuitBreaker, Served
 
 PREFIX = "travel_slm_"
 
@@ -45,11 +47,41 @@ SHADOW_OUTCOMES = frozenset({"compared", "fell_back", "dropped"})
 STORE_ERRORS = frozenset({"open", "write", "writer", "writer_restart", "retention"})
 LOSS_CAUSES = frozenset({"write_failed", "store_unavailable", "writer_error", "unserialisable"})
 HTTP_STATUSES = frozenset({"200", "400", "401", "404", "405", "408", "413", "415", "422", "431", "500", "503"})
+#: ``travel_slm_circuit_state`` values (:attr:`engines.fallback.CircuitBreaker.state`); alerts compare with them.
+CIRCUIT_STATES: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}
 
 
 def _bounded(value: Any, allowed: Iterable[str], default: str = "other") -> str:
     text = str(value) if value is not None else "none"
     return text if text in allowed else default
+
+
+BreakerSource = Callable[[], Mapping[tuple[str, str], CircuitBreaker]]
+
+
+class CircuitStateCollector(Collector):
+    """``travel_slm_circuit_state{engine, pass}``, read from the pass runner's breakers at scrape time.
+
+    The breaker's state depends on the clock (open turns half-open after the cooldown without any call),
+    so it is read when Prometheus scrapes rather than pushed on transitions. Unknown states read as open.
+    """
+
+    NAME = PREFIX + "circuit_state"
+    HELP = "Circuit breaker of a model engine and pass: 0 closed, 1 half-open (one trial call allowed), 2 open."
+
+    def __init__(self) -> None:
+        self.source: BreakerSource | None = None
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(self.NAME, self.HELP, labels=["engine", "pass"])
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(self.NAME, self.HELP, labels=["engine", "pass"])
+        breakers = self.source() if self.source is not None else {}
+        for (engine, pass_), breaker in sorted(breakers.items()):
+            state = CIRCUIT_STATES.get(breaker.state, CIRCUIT_STATES["open"])
+            family.add_metric([_bounded(engine, ENGINES), _bounded(pass_, PASSES)], float(state))
+        yield family
 
 
 class Metrics:
@@ -125,10 +157,18 @@ class Metrics:
             PREFIX + "shadow_records_lost", "Finished shadow runs whose record could not be stored, by cause.",
             ["pass", "cause"], registry=r,
         )
+        # registered when the shadow store first reports: without shadow mode the series is absent (a gauge
+        # exposed at its initial 0 would read as a store fault and fire TravelSlmShadowStoreFault)
         self.shadow_store_up_gauge = Gauge(
             PREFIX + "shadow_store_up", "1 while the shadow store takes writes, 0 after a fault until it recovers.",
-            registry=r,
+            registry=None,
         )
+        self._store_up_registered = False
+        self.circuits = CircuitStateCollector()
+        r.register(self.circuits)
+        # process_* (CPU seconds, resident memory, open fds, start time): read from /proc at scrape time on
+        # Linux, nothing elsewhere
+        ProcessCollector(registry=r)
         self._lock = threading.Lock()
 
     # --- pass runner -------------------------------------------------------------------------------
@@ -183,6 +223,11 @@ class Metrics:
     def set_engine_ready(self, engine: str, ready: bool) -> None:
         self.engine_ready.labels(_bounded(engine, ENGINES)).set(1.0 if ready else 0.0)
 
+    def watch_circuits(self, breakers: Mapping[tuple[str, str], CircuitBreaker] | BreakerSource) -> None:
+        """Expose these breakers (``{(engine, pass): breaker}``, e.g. ``PassRunner.breakers``) as
+        ``travel_slm_circuit_state``; a callable is called at every scrape."""
+        self.circuits.source = breakers if callable(breakers) else (lambda: breakers)
+
     # --- slm engine ----------------------------------------------------------------------------------
 
     def grammar_compile(self, pass_: str, adapter: str, seconds: float) -> None:
@@ -212,7 +257,11 @@ class Metrics:
         self.shadow_records_lost.labels(_bounded(pass_, PASSES), _bounded(cause, LOSS_CAUSES)).inc(max(n, 0))
 
     def shadow_store_up(self, up: bool) -> None:
-        self.shadow_store_up_gauge.set(1.0 if up else 0.0)
+        with self._lock:
+            self.shadow_store_up_gauge.set(1.0 if up else 0.0)
+            if not self._store_up_registered:
+                self.registry.register(self.shadow_store_up_gauge)
+                self._store_up_registered = True
 
     # --- exposition and summaries -------------------------------------------------------------------
 

@@ -4,7 +4,7 @@
 - The base resources and every overlay rendered with ``kubectl kustomize`` validate against the
   Kubernetes OpenAPI schemas (``kubernetes-validate``, strict: unknown fields are errors). kubeconform
   is not offered by PyPI, npm or Debian; ``kubernetes-validate`` ships the same upstream schemas.
-  The ServiceMonitor (a Prometheus Operator CRD, no upstream schema) is checked field by field.
+  The ServiceMonitor and PrometheusRule (Prometheus Operator CRDs, no upstream schema) are checked field by field.
 - Cross-checks on the rendered objects: probe paths are routes of the real application, ports agree
   between container, probes, Service, scrape annotations, the settings default and the Dockerfile; the
   container command is accepted by the real CLI parser; every ConfigMap key is a setting that
@@ -467,8 +467,15 @@ def test_servicemonitor_component(tmp_path: Path, default_server: str) -> None:
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert endpoint["path"] == "/metrics" and served(default_server, "/metrics")
+    # the PrometheusRule (no upstream schema either) carries exactly the groups of deploy/prometheus/alerts.yml;
+    # tests/test_ops_alerts.py runs promtool on both
+    rule = one(docs, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1" and set(rule["spec"]) == {"groups"}
+    assert rule["metadata"].get("namespace") == service["metadata"].get("namespace")
+    alerts = load_docs(REPO / "deploy" / "prometheus" / "alerts.yml")[0]
+    assert rule["spec"]["groups"] == alerts["groups"]
     for doc in docs:
-        if doc["kind"] != "ServiceMonitor":
+        if doc["kind"] not in ("ServiceMonitor", "PrometheusRule"):
             schema_validate(doc)
 
 

@@ -125,3 +125,90 @@ def test_each_app_has_its_own_registry() -> None:
     a.shadow_run("extract", "compared")
     fams = _families(b.render()[0].decode())
     assert _value(fams, "travel_slm_shadow_runs", "travel_slm_shadow_runs_total") == 0
+
+
+# --- circuit state and process metrics (issue 12, item 5) -------------------------------------------------
+
+
+def _circuits(base: str) -> dict[tuple[str, str], float]:
+    fams = _families(httpx.get(base + "/metrics").text)
+    family = fams["travel_slm_circuit_state"]
+    assert family.type == "gauge"
+    return {(s.labels["engine"], s.labels["pass"]): s.value for s in family.samples}
+
+
+def test_circuit_state_gauge_follows_the_breaker(live_server: Any, scripted_upstream: Any) -> None:
+    """A real openai engine against an upstream that fails, then answers: 0 closed, 2 open, 1 half-open."""
+    from engines.deterministic.extract import extract as oracle_extract
+    from tests.conftest import completion
+
+    upstream_ok = {"value": False}
+
+    def answer(body: dict[str, Any]) -> tuple[int, Any, float]:
+        if not upstream_ok["value"]:
+            return 500, {"error": {"message": "upstream down"}}, 0.0
+        turn = json.loads(body["messages"][-1]["content"])
+        return 200, completion(json.dumps(oracle_extract(turn))), 0.0
+
+    with scripted_upstream(answer) as up:
+        def server(cooldown_s: float) -> str:
+            return live_server({"extraction_engine": "openai", "openai": {"base_url": up.base_url},
+                                "fallback": {"failure_threshold": 2, "cooldown_s": cooldown_s}})
+
+        # open: a cooldown far longer than the test, so the state cannot move on by itself
+        base = server(3600.0)
+        assert _circuits(base) == {("openai", "extract"): 0, ("openai", "render"): 0}
+        for _ in range(2):
+            r = httpx.post(base + "/extract", json={"turn": TURN}, timeout=30)
+            assert r.json()["llm_contract"]["fallback_reason"] == "error"
+        assert _circuits(base) == {("openai", "extract"): 2, ("openai", "render"): 0}
+        health = httpx.get(base + "/healthz").json()
+        assert health["engines"]["openai"]["circuit"] == {"extract": "open", "render": "closed"}
+        r = httpx.post(base + "/extract", json={"turn": TURN}, timeout=30)
+        assert r.json()["llm_contract"]["fallback_reason"] == "circuit_open"
+        fb = "travel_slm_fallback"
+        after = _families(httpx.get(base + "/metrics").text)
+        assert _value(after, fb, fb + "_total", **{"pass": "extract", "reason": "circuit_open"}) == 1
+
+        # half-open: no cooldown, so an opened circuit lets the next call try at once; a success closes it
+        base = server(0.0)
+        for _ in range(2):
+            httpx.post(base + "/extract", json={"turn": TURN}, timeout=30)
+        assert _circuits(base)[("openai", "extract")] == 1
+        upstream_ok["value"] = True
+        r = httpx.post(base + "/extract", json={"turn": TURN}, timeout=30)
+        assert r.json()["llm_contract"]["fallback_used"] is False
+        assert _circuits(base)[("openai", "extract")] == 0
+
+
+def test_circuit_state_is_absent_without_a_model_engine(default_server: str) -> None:
+    assert _circuits(default_server) == {}  # the deterministic engine has no breaker
+
+
+def test_process_metrics_are_exported(default_server: str) -> None:
+    import sys
+    import time
+
+    import pytest
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("prometheus-client's process collector reads /proc (Linux only)")
+    fams = _families(httpx.get(default_server + "/metrics").text)
+    for name in ("process_cpu_seconds", "process_resident_memory_bytes", "process_start_time_seconds",
+                 "process_open_fds", "process_max_fds", "process_virtual_memory_bytes"):
+        assert name in fams, name
+    assert _value(fams, "process_resident_memory_bytes", "process_resident_memory_bytes") > 0
+    started = _value(fams, "process_start_time_seconds", "process_start_time_seconds")
+    assert 0 < started <= time.time()
+
+
+def test_shadow_store_up_is_absent_until_the_store_reports() -> None:
+    """Without shadow mode there is no store: no series, rather than a 0 that reads as a store fault."""
+    m = Metrics()
+    assert "travel_slm_shadow_store_up" not in _families(m.render()[0].decode())
+    m.shadow_store_up(False)
+    fams = _families(m.render()[0].decode())
+    assert _value(fams, "travel_slm_shadow_store_up", "travel_slm_shadow_store_up") == 0
+    m.shadow_store_up(True)
+    fams = _families(m.render()[0].decode())
+    assert _value(fams, "travel_slm_shadow_store_up", "travel_slm_shadow_store_up") == 1
