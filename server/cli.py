@@ -20,11 +20,28 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: package, contract and model versions on stdout, then exit 0 (computed only when asked)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        from server.routes_ops import version_text
+
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="travel-slm",
         description="Inference server for the travel planner's extract and render passes.",
     )
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the package, contract and model versions and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         try:
@@ -38,9 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from server.config import ConfigFileError
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    result = args.func(args)
+    try:
+        result = args.func(args)
+    except ConfigFileError as exc:  # settings a command loads: one line, no traceback
+        sub = getattr(args, f"{args.command}_command", None)  # e.g. `shadow report`
+        print(f"travel-slm {args.command}{' ' + sub if isinstance(sub, str) else ''}: {exc}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

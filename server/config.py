@@ -169,6 +169,8 @@ class Settings(BaseSettings):
                                     "and the connection closes.")
     model_aliases: dict[str, PassName] = Field(default_factory=lambda: {"gpt-4o": "extract", "gpt-4o-mini": "render"})
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_probes: bool = Field(default=True, description="Access-log lines for /healthz, /readyz and /metrics; "
+                             "false mutes those that succeed (a failing probe is still logged).")
     slm: SlmSettings = Field(default_factory=SlmSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     fallback: FallbackSettings = Field(default_factory=FallbackSettings)
@@ -220,4 +222,57 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         config_file_path: ClassVar[Path | None] = path
 
     values = {k: v for k, v in overrides.items() if v is not None}
-    return Settings.model_validate(_WithFile(**values).model_dump())
+    try:
+        return Settings.model_validate(_WithFile(**values).model_dump())
+    except ConfigFileError:
+        raise
+    except Exception as exc:  # pydantic, pydantic-settings, TOML/JSON/YAML parsers: one line for the operator
+        raise ConfigFileError(settings_error_message(exc, path)) from exc
+
+
+def setting_paths(model: type[BaseModel] = Settings, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every leaf setting as a path, e.g. ``("shadow", "sample_rate")``; its variable is
+    ``TRAVEL_SLM_`` + ``"__".join(path).upper()``."""
+    out: list[tuple[str, ...]] = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out += setting_paths(annotation, (*prefix, name))
+        else:
+            out.append((*prefix, name))
+    return out
+
+
+def env_name(path: tuple[str | int, ...]) -> str:
+    return Settings.model_config["env_prefix"] + "__".join(str(p) for p in path).upper()
+
+
+def settings_error_message(exc: BaseException, config_file: Path | None = None) -> str:
+    """One line naming each bad setting (and its variable when the environment sets it) and what is wrong,
+    without a traceback, class names or the rejected values (which may be secrets)."""
+    import os
+    import re
+
+    if hasattr(exc, "errors") and callable(exc.errors):  # pydantic's ValidationError
+        problems: list[str] = []
+        for error in exc.errors(include_url=False, include_input=False, include_context=False):
+            loc = tuple(p for p in error.get("loc", ()) if p != "__root__")
+            name = ".".join(str(p) for p in loc) or "settings"
+            variable = env_name(loc) if loc else None
+            if variable and any(k.upper() == variable for k in os.environ):
+                name += f" ({variable})"
+            msg = re.sub(r"^(Value|Assertion) error, ", "", str(error.get("msg", "invalid"))).rstrip(".")
+            if error.get("type") == "extra_forbidden":
+                msg = "not a setting"
+            problems.append(f"{name}: {msg[:1].lower() + msg[1:]}")
+        return "invalid settings: " + "; ".join(problems)
+    text = " ".join(str(exc).split())
+    source = re.search(r'field "([^"]+)" from source "(\w+)"', text)
+    if source:
+        field, origin = source.groups()
+        where = f"environment variable {env_name((field,))}" if "Env" in origin else f"setting {field}"
+        return f"invalid settings: {where}: not valid JSON"
+    if config_file is not None:
+        kind = {".toml": "TOML", ".json": "JSON"}.get(config_file.suffix.lower(), "YAML")
+        return f"invalid config file {config_file}: not valid {kind}: {text}"
+    return f"invalid settings: {text}"
