@@ -50,7 +50,9 @@ PASS_PATHS: dict[str, str | None] = {
     "/v1/chat/completions": None,
 }
 _LOGGED_PATHS = frozenset({*PASS_PATHS, "/healthz", "/readyz", "/metrics", "/v1/models", "/docs", "/openapi.json",
-                           "/dashboard", "/v1/shadow/report", "/v1/stats"})
+                           "/dashboard", "/v1/shadow/report", "/v1/stats", "/version"})
+#: the probe and scrape paths whose successful access-log lines ``log_probes = false`` mutes.
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 SCOPE_KEY = "travel_slm"
 
@@ -145,8 +147,9 @@ class GuardMiddleware:
     """Pure ASGI: request id, API key, body size limit (on the raw stream), request metrics, access log."""
 
     def __init__(self, app: Any, *, auth: ApiKeyCheck, max_body_bytes: int, metrics: Metrics,
-                 max_header_count: int = 100) -> None:
+                 max_header_count: int = 100, log_probes: bool = True) -> None:
         self.app = app
+        self.log_probes = log_probes
         self.auth = auth
         self.max_body = max_body_bytes
         self.max_header_count = max_header_count
@@ -255,7 +258,8 @@ class GuardMiddleware:
             if is_pass:
                 self.metrics.inflight.dec()
                 self.metrics.request_finished(ctx.get("pass"), ctx.get("engine"), status or 500)
-            if access_log.isEnabledFor(logging.INFO):
+            muted = not self.log_probes and path in PROBE_PATHS and 0 < status < 400
+            if not muted and access_log.isEnabledFor(logging.INFO):
                 access_log.info("request", extra={
                     "method": scope.get("method"), "path": path if path in _LOGGED_PATHS else "other",
                     "status": status, "duration_ms": round((time.perf_counter() - started) * 1000.0, 2),
@@ -347,15 +351,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     log.exception("shadow close failed")
             await engine_set.aclose()
 
-    from importlib.metadata import PackageNotFoundError, version
+    from server.routes_ops import package_version
 
-    try:
-        app_version = version("travel-slm")
-    except PackageNotFoundError:  # pragma: no cover - running from a plain checkout
-        app_version = "0"
     app = FastAPI(
         title="travel-slm",
-        version=app_version,
+        version=package_version(),
         description="Inference server for the travel planner's extract and render passes "
                     f"(contract {CONTRACT_VERSION}): planner endpoints, an OpenAI-compatible API, operations.",
         lifespan=lifespan,
@@ -384,5 +384,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         max_header_count=settings.max_header_count,
         metrics=metrics,
+        log_probes=settings.log_probes,
     )
     return app

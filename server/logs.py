@@ -87,4 +87,26 @@ def configure_logging(level: str = "info", secrets: Iterable[str | None] = ()) -
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+def route_library_output(*, transformers: bool) -> None:
+    """Keep third-party output inside the JSON lines while the server runs (call after :func:`configure_logging`).
+
+    - Python warnings (``warnings.warn``, e.g. a library's deprecation notice) become log records
+      (logger ``py.warnings``) instead of bare text on stderr;
+    - Hugging Face Hub progress bars are off;
+    - with ``transformers`` (the slm engine is configured, so the library loads anyway): its progress bars
+      (the "Loading weights" bar of a model load) are off, and its loggers, which print ``[transformers] ...``
+      through a handler of their own, propagate to the JSON handler instead.
+    """
+    import importlib.util
+
+    logging.captureWarnings(True)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if transformers and importlib.util.find_spec("transformers") is not None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.disable_default_handler()
+        hf_logging.enable_propagation()
+
+
 access_log = logging.getLogger("travel_slm.access")

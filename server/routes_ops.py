@@ -1,8 +1,8 @@
-"""Operations endpoints (service.md 2.1 and 2.3): ``/healthz``, ``/readyz``, ``/metrics``."""
+"""Operations endpoints (service.md 2.1 and 2.3): ``/healthz``, ``/readyz``, ``/metrics``, ``/version``."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
@@ -45,6 +45,71 @@ class Readiness(BaseModel):
     ready: bool
     reason: str
     engines: dict[str, str]
+
+
+class PassVersion(BaseModel):
+    engine: str
+    model: str
+
+
+class VersionInfo(BaseModel):
+    package: str
+    version: str
+    """The installed package's version (``travel-slm --version`` prints the same)."""
+    contract_version: str
+    """``contracts.vocab.CONTRACT_VERSION``: the vocabulary and schemas both passes answer in."""
+    model: str
+    """The slm model: what the loaded slm engine reports (the model package's name, or the runtime's model id
+    once it started), else the configured ``slm.model`` spec."""
+    model_source: Literal["engine", "settings"]
+    passes: dict[str, PassVersion]
+    """Per pass, its live engine and the model that engine answers with (``oracle`` for the deterministic one)."""
+
+
+PACKAGE = "travel-slm"
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(PACKAGE)
+    except PackageNotFoundError:  # pragma: no cover - a plain checkout that was never installed
+        return "0+unknown"
+
+
+def version_info(settings: Any, runner: PassRunner | None = None) -> dict[str, Any]:
+    """The ``/version`` document; without ``runner`` (the CLI) the model is the configured spec."""
+    slm = runner.engines.get("slm") if runner is not None else None
+    model, source = (str(slm.describe().get("model") or settings.slm.model), "engine") if slm is not None \
+        else (str(settings.slm.model), "settings")
+    passes: dict[str, dict[str, str]] = {}
+    for pass_ in ("extract", "render"):
+        engine_name = settings.engine_for(pass_)
+        engine = runner.engines.get(engine_name) if runner is not None else None
+        if engine is not None:
+            pass_model = engine.model_for(pass_)
+        elif engine_name == "slm":
+            pass_model = model
+        elif engine_name == "openai":
+            pass_model = settings.openai.model_for(pass_)
+        else:
+            pass_model = "oracle"
+        passes[pass_] = {"engine": engine_name, "model": pass_model}
+    return {"package": PACKAGE, "version": package_version(), "contract_version": CONTRACT_VERSION,
+            "model": model, "model_source": source, "passes": passes}
+
+
+def version_text() -> str:
+    """One line for ``travel-slm --version`` (settings from the environment; the defaults if they are invalid)."""
+    from server.config import ConfigFileError, Settings, load_settings
+
+    try:
+        settings = load_settings()
+    except ConfigFileError:
+        settings = Settings.model_construct()  # the defaults, unvalidated
+    info = version_info(settings)
+    return f"{PACKAGE} {info['version']} (contract {info['contract_version']}, model {info['model']})"
 
 
 def _describe(runner: PassRunner, name: str) -> dict[str, Any]:
@@ -96,3 +161,9 @@ async def readyz(request: Request) -> Any:
 async def metrics(request: Request) -> Response:
     body, content_type = request.app.state.metrics.render()
     return Response(content=body, media_type=content_type)
+
+
+@router.get("/version", response_model=VersionInfo,
+            summary="Package, contract and model versions (also `travel-slm --version`).")
+async def version_route(request: Request) -> dict[str, Any]:
+    return version_info(request.app.state.settings, request.app.state.runner)

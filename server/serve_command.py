@@ -7,10 +7,18 @@ The default serves both passes with the deterministic engine, which needs no mod
 from __future__ import annotations
 
 import argparse
+import difflib
+import logging
+import os
 import sys
+import typing
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 _ENGINES = ("deterministic", "slm", "openai")
+
+log = logging.getLogger("travel_slm.config")
 
 
 def register(subparsers: Any) -> None:
@@ -80,21 +88,109 @@ def uvicorn_config(app: Any, host: str, port: int, log_level: str, *, max_header
     )
 
 
+def unknown_settings_env(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``TRAVEL_SLM_*`` variables that are no setting (pydantic-settings ignores them silently), each with the
+    nearest valid variable name (``difflib``), or ``None`` when none is close."""
+    from server.config import Settings, env_name, setting_paths
+
+    prefix = Settings.model_config["env_prefix"]
+    paths = setting_paths()
+    valid = sorted(env_name(path) for path in paths)
+    # a dict setting takes its keys as nested variables too: TRAVEL_SLM_MODEL_ALIASES__MY_MODEL=extract
+    open_prefixes = tuple(env_name(path) + "__" for path in paths if _is_mapping(path))
+    out: list[tuple[str, str | None]] = []
+    for key in sorted(environ):
+        name = key.upper()
+        if not name.startswith(prefix) or name in valid or name.startswith(open_prefixes):
+            continue
+        # compared without the common prefix, which would make every name look close
+        close = difflib.get_close_matches(name[len(prefix):], [v[len(prefix):] for v in valid], n=1, cutoff=0.6)
+        out.append((key, prefix + close[0] if close else None))
+    return out
+
+
+def _is_mapping(path: tuple[str, ...]) -> bool:
+    from pydantic import BaseModel
+
+    from server.config import Settings
+
+    model: type[BaseModel] = Settings
+    for part in path[:-1]:
+        model = model.model_fields[part].annotation  # type: ignore[assignment]
+    return typing.get_origin(model.model_fields[path[-1]].annotation) is dict
+
+
+def unknown_config_keys(config_file: str | Path | None) -> list[tuple[str, str | None]]:
+    """Keys of a config file's sections that are no setting (the sections ignore them silently; an unknown
+    top-level key is already an error), each with the nearest valid key of its section."""
+    if config_file is None:
+        return []
+    from pydantic import BaseModel
+
+    from server.config import Settings
+
+    path = Path(config_file)
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".toml":
+            import tomllib
+
+            data: Any = tomllib.loads(text)
+        elif path.suffix.lower() == ".json":
+            import json
+
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception:  # already reported by load_settings
+        return []
+    out: list[tuple[str, str | None]] = []
+    if not isinstance(data, dict):
+        return out
+    for section, values in data.items():
+        field = Settings.model_fields.get(section)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(values, dict)):
+            continue
+        known = sorted(annotation.model_fields)
+        for key in values:
+            if key not in annotation.model_fields:
+                close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+                out.append((f"{section}.{key}", f"{section}.{close[0]}" if close else None))
+    return out
+
+
+def warn_unknown_settings(environ: Mapping[str, str], config_file: str | Path | None) -> None:
+    """One warning line per unknown ``TRAVEL_SLM_*`` variable or config-file key (names only, never values)."""
+    for name, nearest in unknown_settings_env(environ):
+        log.warning("unknown environment variable %s is ignored%s", name,
+                    f"; did you mean {nearest}?" if nearest else "", extra={"variable": name, "nearest": nearest})
+    for key, nearest in unknown_config_keys(config_file):
+        log.warning("unknown config file key %s is ignored%s", key, f"; did you mean {nearest}?" if nearest else "",
+                    extra={"key": key, "nearest": nearest, "config_file": str(config_file)})
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
 
     from server.app import create_app
     from server.config import ConfigFileError, load_settings
-    from server.logs import configure_logging
+    from server.logs import configure_logging, route_library_output
 
     try:
         settings = load_settings(args.config, **overrides_from_args(args))
     except (ConfigFileError, ValidationError) as exc:
-        print(f"travel-slm serve: invalid settings: {exc}", file=sys.stderr)
+        print(f"travel-slm serve: {exc}", file=sys.stderr)
         return 2
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
     configure_logging(settings.log_level, secrets=[api_key])
+    warn_unknown_settings(os.environ, args.config)
+    uses_slm = "slm" in (settings.extraction_engine, settings.render_engine) or (
+        settings.shadow.enabled and settings.shadow.engine == "slm")
+    route_library_output(transformers=uses_slm)
     app = create_app(settings)
     server = uvicorn.Server(uvicorn_config(app, settings.host, settings.port, settings.log_level,
                                            max_header_bytes=settings.max_header_bytes,
