@@ -96,7 +96,8 @@ def build_adapter(settings: SlmSettings, **overrides: Any) -> Adapter:
         return TransformersAdapter(
             settings.model, device=settings.device, cache_dir=settings.cache_dir,
             jump_forward=settings.jump_forward, prefix_cache=settings.prefix_cache,
-            quantize=settings.quantize, **overrides,
+            quantize=settings.quantize, dtype="float32" if settings.dtype == "auto" else settings.dtype,
+            **overrides,
         )
     # vllm and mlx take the resolved model folder and the settings: ``cls(resolved, settings)``.
     from adapters.models import resolve_model

@@ -36,6 +36,9 @@ class SlmSettings(BaseModel):
         default="auto", description="plan: the model writes the extract plan (intent kind, slot values read "
         "from the text) and code derives the tool request; full: the model writes the whole extract document; "
         "auto: what the model package says, else full.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto", description="transformers adapter: weight dtype on CPU (CUDA always runs bf16/fp16). "
+        "bfloat16 halves the bytes a decode step reads; auto: what the model package says, else float32.")
     prompt_style: Literal["auto", "compact", "fewshot"] = Field(
         default="auto", description="compact: short prompts with no examples (trained models); fewshot: "
         "instructions and oracle-computed examples (untrained models); auto: what the model package says, "

@@ -116,7 +116,8 @@ class ProcessServer:
         )
         self.stderr = ""
 
-    def start(self, timeout: float = 60.0) -> str:
+    def start(self, timeout: float = 240.0) -> str:
+        """Wait for ``/healthz``; the timeout only bounds a hang (a loaded CI machine imports torch slowly)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -55,6 +55,8 @@ def effective_settings(settings: SlmSettings, package: ModelPackage | None) -> S
             update["lora"] = str(package.path)
     if settings.extract_mode == "auto":
         update["extract_mode"] = package.setting("extract_mode", "full") if package else "full"
+    if settings.dtype == "auto":
+        update["dtype"] = package.setting("dtype", "float32") if package else "float32"
     if settings.prompt_style == "auto":
         update["prompt_style"] = package.setting("prompt_style", "fewshot") if package else "fewshot"
     return settings.model_copy(update=update)
