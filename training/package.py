@@ -146,7 +146,7 @@ def model_card(name: str, manifest: dict[str, Any], train: dict[str, Any], evals
 
 
 def package(model_dir: Path, data: Path, out: Path, *, name: str | None = None, corpora: list[str] | None = None,
-            val_limit: int = 150, skip_eval: bool = False) -> dict[str, Any]:
+            val_limit: int = 150, skip_eval: bool = False, dtype: str = "float32") -> dict[str, Any]:
     from training.dataset import corpus_files, manifest_hash
 
     adapter = model_dir / "adapter"
@@ -164,7 +164,7 @@ def package(model_dir: Path, data: Path, out: Path, *, name: str | None = None, 
     written = write_weights(adapter, out)
     spec = {"format": PACKAGE_FORMAT, "name": name, "base": train["base"], "base_name": train["base_name"],
             "weights": "lora", "extract_mode": "plan", "render_mode": "plan", "prompt_style": "compact",
-            "contract_version": CONTRACT_VERSION}
+            "dtype": dtype, "contract_version": CONTRACT_VERSION}
     (out / "travel_slm_model.json").write_text(json.dumps(spec, indent=1) + "\n", encoding="utf-8")
     corpora = corpora or [str(p) for p in corpus_files(None)]
     evals: dict[str, Any] = {"timeouts_ms": EVAL_TIMEOUT_MS}
@@ -193,7 +193,7 @@ def package(model_dir: Path, data: Path, out: Path, *, name: str | None = None, 
 
 def _command(args: argparse.Namespace) -> int:
     summary = package(Path(args.model), Path(args.data), Path(args.out), name=args.name, corpora=args.corpus,
-                      val_limit=args.val_limit, skip_eval=args.skip_eval)
+                      val_limit=args.val_limit, skip_eval=args.skip_eval, dtype=args.dtype)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -215,5 +215,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(default: ../shared/reference/corpora/*.labeled.jsonl)")
     p.add_argument("--val-limit", type=int, default=150, help="validation turns evaluated (default 150)")
     p.add_argument("--skip-eval", action="store_true", help="write the package without evaluating it")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="weight dtype the package is served with on CPU (slm.dtype=auto); evaluated so")
     p.add_argument("--json", action="store_true", help="print one JSON summary")
     p.set_defaults(func=_command)
