@@ -21,13 +21,13 @@ from contracts.widgets import PAYLOAD_MODELS
 
 EXERCISED: set[str] = set()
 
-PLACES = "mcp/google-places.search_text"
-OFFERS = "mcp/duffel.search_offers"
-ORDER = "mcp/duffel.create_order"
-HOTELS = "mcp/hotelbeds.search_hotels"
-BOOK = "mcp/hotelbeds.book_hotel"
-ACTS = "mcp/hotelbeds-activities.search_activities"
-XFER = "mcp/hotelbeds-transfers.search_transfers"
+from engines.deterministic.rules import TOOL_ACTIVITIES as ACTS  # noqa: E402
+from engines.deterministic.rules import TOOL_BOOK_HOTEL as BOOK  # noqa: E402
+from engines.deterministic.rules import TOOL_FLIGHTS as OFFERS  # noqa: E402
+from engines.deterministic.rules import TOOL_HOTELS as HOTELS  # noqa: E402
+from engines.deterministic.rules import TOOL_ORDER as ORDER  # noqa: E402
+from engines.deterministic.rules import TOOL_PLACES as PLACES  # noqa: E402
+from engines.deterministic.rules import TOOL_TRANSFERS as XFER  # noqa: E402
 
 CONTRACT_EXTRACTION = {
     "slot_updates": {"region": {"label": "Paris", "city_code": "PAR", "country_code": "FR", "kind": "city"}},

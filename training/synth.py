@@ -126,36 +126,23 @@ def _framed(rng: random.Random, frames: tuple[str, ...], words: tuple[str, ...],
     return _dress(rng, text)
 
 
-def r_hotels(rng: random.Random) -> dict[str, Any]:
-    return _msg(_framed(rng, HOTEL_FRAMES, R.HOTEL_WORDS, 0.4), _state(rng, rng.randint(0, 7)))
+def _framed_recipe(frames: tuple[str, ...], words: tuple[str, ...], place_p: float, stages: tuple[int, int]
+                   ) -> Callable[[random.Random], dict[str, Any]]:
+    """A recipe: one of ``frames`` around one of the oracle's ``words``, over a slot state of ``stages``."""
+    def recipe(rng: random.Random) -> dict[str, Any]:
+        return _msg(_framed(rng, frames, words, place_p), _state(rng, rng.randint(*stages)))
+
+    return recipe
 
 
-def r_flights(rng: random.Random) -> dict[str, Any]:
-    return _msg(_framed(rng, FLIGHT_FRAMES, R.FLIGHT_WORDS, 0.4), _state(rng, rng.randint(0, 5)))
-
-
-def r_poi(rng: random.Random) -> dict[str, Any]:
-    return _msg(_framed(rng, POI_FRAMES, R.POI_WORDS, 0.5), _state(rng, rng.randint(0, 3)))
-
-
-def r_activities(rng: random.Random) -> dict[str, Any]:
-    return _msg(_framed(rng, ACTIVITY_FRAMES, R.ACTIVITY_WORDS, 0.4), _state(rng, rng.randint(0, 4)))
-
-
-def r_transfers(rng: random.Random) -> dict[str, Any]:
-    return _msg(_framed(rng, TRANSFER_FRAMES, R.TRANSFER_WORDS, 0.3), _state(rng, rng.randint(0, 7)))
-
-
-def r_summary(rng: random.Random) -> dict[str, Any]:
-    return _msg(_framed(rng, SUMMARY_FRAMES, R.SUMMARY_WORDS, 0.1), _state(rng, rng.randint(0, 8)))
-
-
-def r_calendar(rng: random.Random) -> dict[str, Any]:
-    return _msg(_framed(rng, CAL_FRAMES, R.CALENDAR_WHAT_WORDS, 0.0), _state(rng, rng.randint(0, 8)))
-
-
-def r_order(rng: random.Random) -> dict[str, Any]:
-    return _msg(_framed(rng, ORDER_FRAMES, R.ORDER_WORDS, 0.0), _state(rng, rng.randint(3, 7)))
+r_hotels = _framed_recipe(HOTEL_FRAMES, R.HOTEL_WORDS, 0.4, (0, 7))
+r_flights = _framed_recipe(FLIGHT_FRAMES, R.FLIGHT_WORDS, 0.4, (0, 5))
+r_poi = _framed_recipe(POI_FRAMES, R.POI_WORDS, 0.5, (0, 3))
+r_activities = _framed_recipe(ACTIVITY_FRAMES, R.ACTIVITY_WORDS, 0.4, (0, 4))
+r_transfers = _framed_recipe(TRANSFER_FRAMES, R.TRANSFER_WORDS, 0.3, (0, 7))
+r_summary = _framed_recipe(SUMMARY_FRAMES, R.SUMMARY_WORDS, 0.1, (0, 8))
+r_calendar = _framed_recipe(CAL_FRAMES, R.CALENDAR_WHAT_WORDS, 0.0, (0, 8))
+r_order = _framed_recipe(ORDER_FRAMES, R.ORDER_WORDS, 0.0, (3, 7))
 
 
 def r_detail(rng: random.Random) -> dict[str, Any]:
