@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.vocab import CONTRACT_VERSION
+from engines.deterministic.extract import payload_text
 from training.progress import bar
 from training.synth import GENERATOR_VERSION, generate, turn_class
 
@@ -48,12 +49,9 @@ def normalise(text: str) -> str:
 
 
 def turn_text(turn: dict[str, Any]) -> str:
-    payload = turn.get("event_payload") if isinstance(turn.get("event_payload"), dict) else {}
-    for key in ("text", "message", "label"):
-        value = payload.get(key)
-        if isinstance(value, str) and value.strip():
-            return value
-    return ""
+    """The turn's text as the oracle reads it."""
+    payload = turn.get("event_payload")
+    return payload_text(payload) if isinstance(payload, dict) else ""
 
 
 def _read(paths: list[Path]) -> list[dict[str, Any]]:

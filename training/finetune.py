@@ -296,9 +296,7 @@ def _command(args: argparse.Namespace) -> int:
                    device=args.device, resume=args.resume, save_every=args.save_every, max_steps=args.max_steps,
                    threads=args.threads, progress=not args.json)
     if args.method == "full":
-        import shutil as _sh
-
-        _sh.copytree(Path(args.out) / "adapter", Path(args.out) / "model", dirs_exist_ok=True)
+        shutil.copytree(Path(args.out) / "adapter", Path(args.out) / "model", dirs_exist_ok=True)
     summary = {k: report[k] for k in ("device", "tokens", "tokens_per_second", "train_seconds", "wall_seconds",
                                       "best")}
     if args.json:
