@@ -1,9 +1,13 @@
-"""Serve benchmark: the HTTP server (deterministic engines) next to a bare FastAPI echo endpoint.
+"""Serve benchmark: the HTTP server (deterministic engines) next to a bare FastAPI echo endpoint, driven by wrk.
 
-Starts ``travel-slm serve`` and a bare FastAPI app that echoes the request JSON, both in subprocesses
-with the same uvicorn settings; sends the reference turns to ``/extract`` and ``/render`` (with the
-labelled extraction, as the planner's shadow step does) at each concurrency level with an async
-httpx client; prints p50/p95/p99 latency, throughput and errors for both, and their ratio.
+Starts ``travel-slm serve`` and a bare FastAPI app that echoes the request JSON, both in subprocesses with the
+same uvicorn settings. For each concurrency level and endpoint, `wrk <https://github.com/wg/wrk>`_ (a C load
+generator: ``apt-get install wrk``) sends the reference turns to ``/extract`` and ``/render`` (with the labelled
+extraction, as the planner's shadow step does) for a fixed duration, cycling through the bodies with a Lua
+script. The benchmark prints p50/p95/p99 latency, throughput and errors for both targets, their ratio, and the
+CPU time per request of the server, of the echo and of wrk itself (read from ``/proc`` through psutil), so a
+reader can see which process is the bottleneck: a Python load generator used to be (about 270 req/s for
+server and echo alike).
 
     python -m bench.serve_bench                      # table
     python -m bench.serve_bench --json               # JSON on stdout
@@ -16,13 +20,15 @@ Targets (issue 3): deterministic ``/extract`` p50 < 2 ms at concurrency 1; throu
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
+import resource
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,10 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-
-from bench.stats import percentile
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CORPORA = REPO.parent / "shared" / "reference" / "corpora"
@@ -74,7 +79,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _process(argv: list[str], port: int, env: dict[str, str]) -> Iterator[str]:
+def _process(argv: list[str], port: int, env: dict[str, str]) -> Iterator[tuple[str, int]]:
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -90,7 +95,7 @@ def _process(argv: list[str], port: int, env: dict[str, str]) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{argv} did not start")
             time.sleep(0.05)
-        yield base
+        yield base, proc.pid
     finally:
         proc.terminate()
         try:
@@ -118,6 +123,35 @@ def load_bodies(corpora: Path, limit: int | None) -> dict[str, list[bytes]]:
     }
 
 
+#: wrk's Lua script: each thread reads the bodies (one JSON document a line, the file named after ``--``),
+#: cycles through them, and ``done`` prints the summary as one JSON line that :func:`run_wrk` parses.
+WRK_SCRIPT = r"""
+local bodies = {}
+local index = 0
+local headers = {["Content-Type"] = "application/json"}
+
+init = function(args)
+  for line in io.lines(args[1]) do
+    bodies[#bodies + 1] = line
+  end
+end
+
+request = function()
+  index = index % #bodies + 1
+  return wrk.format("POST", nil, headers, bodies[index])
+end
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_JSON {"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, "status": %d, ' ..
+    '"timeout": %d, "p50_us": %d, "p95_us": %d, "p99_us": %d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
+
+
 @dataclass
 class Result:
     target: str
@@ -130,50 +164,64 @@ class Result:
     p95_ms: float | None
     p99_ms: float | None
     rps: float
+    #: CPU time (user + system) of the target's processes per request, in ms
+    cpu_ms_per_request: float | None
+    #: the target's CPU use during the run, in cores (1.0 = one core busy the whole time)
+    target_cores: float
+    #: wrk's own CPU use during the run, in cores: far below its thread count, the client is not the bottleneck
+    client_cores: float
 
 
-async def _load(base: str, endpoint: str, bodies: list[bytes], concurrency: int, total: int,
-                progress: Any = None) -> tuple[list[float], int, float]:
-    latencies: list[float] = []
-    errors = 0
-    counter = iter(range(total))
-    headers = {"Content-Type": "application/json"}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30.0) as client:
-
-        async def worker() -> None:
-            nonlocal errors
-            for i in counter:
-                body = bodies[i % len(bodies)]
-                t0 = time.perf_counter()
-                try:
-                    response = await client.post(endpoint, content=body, headers=headers)
-                    await response.aread()
-                    ok = response.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                latencies.append((time.perf_counter() - t0) * 1000.0)
-                if not ok:
-                    errors += 1
-                if progress is not None:
-                    progress.update(1)
-
-        # warm the connections first (not measured)
-        warm = [client.post(endpoint, content=bodies[i % len(bodies)], headers=headers) for i in range(concurrency)]
-        await asyncio.gather(*warm, return_exceptions=True)
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return latencies, errors, elapsed
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and all its children (uvicorn workers included)."""
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
-def measure(target: str, base: str, endpoint: str, bodies: list[bytes], concurrency: int, total: int,
-            progress: Any = None) -> Result:
-    latencies, errors, elapsed = asyncio.run(_load(base, endpoint, bodies, concurrency, total, progress))
-    r3 = lambda v: None if v is None else round(v, 3)  # noqa: E731
-    return Result(target, endpoint, concurrency, len(latencies), errors, round(elapsed, 3),
-                  r3(percentile(latencies, 50)), r3(percentile(latencies, 95)), r3(percentile(latencies, 99)),
-                  round(len(latencies) / elapsed, 1) if elapsed > 0 else 0.0)
+def wrk_binary() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        raise SystemExit("serve_bench: wrk is not installed (Debian/Ubuntu: apt-get install wrk; macOS: brew install wrk)")
+    return found
+
+
+def run_wrk(url: str, bodies_file: Path, script: Path, concurrency: int, threads: int, seconds: float) -> dict[str, Any]:
+    """One wrk run; returns its summary and the CPU seconds wrk used (from this process's children rusage)."""
+    argv = [wrk_binary(), "-t", str(max(1, min(threads, concurrency))), "-c", str(concurrency),
+            "-d", f"{max(1, round(seconds))}s", "--timeout", "30s", "-s", str(script), url, "--", str(bodies_file)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {(done.stderr or done.stdout)[-1000:]}")
+    summary: dict[str, Any] = json.loads(line.removeprefix("WRK_JSON "))
+    summary["client_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return summary
+
+
+def measure(target: str, base: str, pid: int, endpoint: str, bodies_file: Path, script: Path, concurrency: int,
+            threads: int, seconds: float) -> Result:
+    cpu_before = _cpu_seconds(pid)
+    summary = run_wrk(base + endpoint, bodies_file, script, concurrency, threads, seconds)
+    cpu = _cpu_seconds(pid) - cpu_before
+    elapsed = summary["duration_us"] / 1e6
+    n = int(summary["requests"])
+    errors = sum(int(summary[k]) for k in ("connect", "read", "write", "status", "timeout"))
+    ms = lambda us: round(us / 1000.0, 3) if n else None  # noqa: E731
+    return Result(target, endpoint, concurrency, n, errors, round(elapsed, 3),
+                  ms(summary["p50_us"]), ms(summary["p95_us"]), ms(summary["p99_us"]),
+                  round(n / elapsed, 1) if elapsed > 0 else 0.0,
+                  round(cpu * 1000.0 / n, 4) if n else None,
+                  round(cpu / elapsed, 3) if elapsed > 0 else 0.0,
+                  round(summary["client_cpu_s"] / elapsed, 3) if elapsed > 0 else 0.0)
 
 
 def evaluate(results: list[Result]) -> dict[str, Any]:
@@ -195,8 +243,9 @@ def evaluate(results: list[Result]) -> dict[str, Any]:
 
 
 def table(results: list[Result], checks: dict[str, Any]) -> str:
-    lines = [f"{'endpoint':<9} {'conc':>4} {'target':<6} {'n':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-             f"{'req/s':>8} {'errors':>6} {'rps ratio':>9} {'p50 ratio':>9}"]
+    lines = [f"{'endpoint':<9} {'conc':>4} {'target':<6} {'n':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+             f"{'req/s':>8} {'errors':>6} {'cpu ms/req':>10} {'target cores':>12} {'wrk cores':>9} "
+             f"{'rps ratio':>9} {'p50 ratio':>9}"]
     for r in results:
         ratio = p50_ratio = ""
         if r.target == "server":
@@ -206,9 +255,11 @@ def table(results: list[Result], checks: dict[str, Any]) -> str:
                 ratio = f"{r.rps / echo.rps:.2f}"
             if echo is not None and echo.p50_ms and r.p50_ms is not None:
                 p50_ratio = f"{r.p50_ms / echo.p50_ms:.2f}"
-        fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-        lines.append(f"{r.endpoint:<9} {r.concurrency:>4} {r.target:<6} {r.requests:>6} {fmt(r.p50_ms):>8} "
-                     f"{fmt(r.p95_ms):>8} {fmt(r.p99_ms):>8} {r.rps:>8.1f} {r.errors:>6} {ratio:>9} {p50_ratio:>9}")
+        fmt = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
+        lines.append(f"{r.endpoint:<9} {r.concurrency:>4} {r.target:<6} {r.requests:>7} {fmt(r.p50_ms):>8} "
+                     f"{fmt(r.p95_ms):>8} {fmt(r.p99_ms):>8} {r.rps:>8.1f} {r.errors:>6} "
+                     f"{fmt(r.cpu_ms_per_request):>10} {r.target_cores:>12.2f} {r.client_cores:>9.2f} "
+                     f"{ratio:>9} {p50_ratio:>9}")
     lines.append("")
     for name, check in checks.items():
         detail = ", ".join(f"{k}={v}" for k, v in check.items() if k != "ok")
@@ -219,14 +270,18 @@ def table(results: list[Result], checks: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.serve_bench",
-        description="Latency and throughput of the travel-slm server (deterministic engines) next to a bare "
-                    "FastAPI echo endpoint with the same uvicorn settings, measured in the same run.",
+        description="Latency, throughput and CPU per request of the travel-slm server (deterministic engines) next "
+                    "to a bare FastAPI echo endpoint with the same uvicorn settings, both driven by wrk in the same "
+                    "run. Needs wrk on PATH (apt-get install wrk).",
     )
     p.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA, help="folder of *.labeled.jsonl reference turns")
     p.add_argument("--turns", type=int, default=500, help="distinct reference turns to cycle through (default 500)")
-    p.add_argument("--requests", type=int, default=1500, help="measured requests per endpoint, target and level")
-    p.add_argument("--concurrency", default="1,16,64", help="comma-separated concurrency levels (default 1,16,64)")
+    p.add_argument("--seconds", type=float, default=5.0, help="wrk duration per endpoint, target and level (default 5)")
+    p.add_argument("--concurrency", default="1,16,64", help="comma-separated connection counts (default 1,16,64)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="wrk threads (default 1: on a 2-core machine the other core is the server's)")
     p.add_argument("--endpoints", default=",".join(ENDPOINTS), help="comma-separated endpoints")
+    p.add_argument("--workers", type=int, default=1, help="server worker processes (travel-slm serve --workers)")
     p.add_argument("--server-log-level", default="warning", choices=("debug", "info", "warning", "error"),
                    help="log level of both servers (info adds one access-log line per request)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
@@ -239,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.serve_echo:
         return _serve_echo(args.serve_echo, args.server_log_level)
+    wrk_binary()
     levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
     endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
     bodies = load_bodies(args.corpora, args.turns)
@@ -247,26 +303,43 @@ def main(argv: list[str] | None = None) -> int:
     server_port, echo_port = _free_port(), _free_port()
     server_argv = [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(server_port),
                    "--engine", "deterministic", "--log-level", args.server_log_level]
+    if args.workers > 1:
+        server_argv += ["--workers", str(args.workers)]
     echo_argv = [sys.executable, "-m", "bench.serve_bench", "--serve-echo", str(echo_port),
                  "--server-log-level", args.server_log_level]
     progress = None
     if sys.stderr.isatty() and not args.json:
         from tqdm import tqdm
 
-        progress = tqdm(total=len(levels) * len(endpoints) * 2 * args.requests, unit="req", file=sys.stderr)
+        progress = tqdm(total=len(levels) * len(endpoints) * 2, unit="run", file=sys.stderr)
     results: list[Result] = []
-    with _process(server_argv, server_port, env) as server, _process(echo_argv, echo_port, env) as echo:
+    with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp, \
+            _process(server_argv, server_port, env) as (server, server_pid), \
+            _process(echo_argv, echo_port, env) as (echo, echo_pid):
+        script = Path(tmp) / "bodies.lua"
+        script.write_text(WRK_SCRIPT, encoding="utf-8")
+        files: dict[str, Path] = {}
+        for endpoint in endpoints:
+            files[endpoint] = Path(tmp) / (endpoint.strip("/") + ".jsonl")
+            files[endpoint].write_bytes(b"\n".join(bodies[endpoint]) + b"\n")
+        for base in (server, echo):  # warm both (imports, first-request paths); not measured
+            for endpoint in endpoints:
+                run_wrk(base + endpoint, files[endpoint], script, 4, 1, 1)
         for conc in levels:
             for endpoint in endpoints:
-                for target, base in (("server", server), ("echo", echo)):
-                    results.append(measure(target, base, endpoint, bodies[endpoint], conc, args.requests, progress))
+                for target, base, pid in (("server", server, server_pid), ("echo", echo, echo_pid)):
+                    results.append(measure(target, base, pid, endpoint, files[endpoint], script, conc,
+                                           args.threads, args.seconds))
+                    if progress is not None:
+                        progress.update(1)
     if progress is not None:
         progress.close()
     checks = evaluate(results)
     if args.json:
         print(json.dumps({"results": [asdict(r) for r in results], "checks": checks,
                           "meta": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                                   "requests": args.requests, "turns": len(bodies[endpoints[0]]),
+                                   "seconds": args.seconds, "threads": args.threads, "workers": args.workers,
+                                   "turns": len(bodies[endpoints[0]]), "load_generator": "wrk",
                                    "server_log_level": args.server_log_level}}, indent=2))
     else:
         print(table(results, checks))

@@ -1,0 +1,40 @@
+"""bench/serve_bench.py drives the server and the echo baseline with wrk (issue 11: the benchmark measured
+its own Python client). Runs a one-second pass per target; skips with the reason when wrk is missing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import serve_bench
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (tests/install_system.sh installs it)")
+def test_serve_bench_runs_server_and_echo_under_wrk() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.serve_bench", "--json", "--seconds", "1", "--concurrency", "2",
+         "--endpoints", "/extract,/render", "--turns", "40"],
+        cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["meta"]["load_generator"] == "wrk"
+    rows = {(r["target"], r["endpoint"]): r for r in report["results"]}
+    assert set(rows) == {(t, e) for t in ("server", "echo") for e in ("/extract", "/render")}
+    for row in rows.values():
+        assert row["requests"] > 0 and row["errors"] == 0, row
+        assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"], row
+        assert row["cpu_ms_per_request"] > 0 and row["target_cores"] > 0 and row["client_cores"] > 0, row
+    assert report["checks"]["zero_errors"]["ok"]
+
+
+def test_serve_bench_without_wrk_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(SystemExit, match="apt-get install wrk"):
+        serve_bench.wrk_binary()
