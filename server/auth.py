@@ -1,14 +1,17 @@
 """Optional API key (service.md 2.4): ``Authorization: Bearer <key>``, compared in constant time.
 
 When ``TRAVEL_SLM_API_KEY`` is set every endpoint requires it except ``/healthz`` and ``/readyz``,
-and ``/metrics`` unless ``metrics_require_key``. The key is never logged nor echoed.
+``/metrics`` unless ``metrics_require_key``, and the ``/dashboard`` page itself: a browser cannot send the
+header with a page load, so the page carries no data, asks for the key and sends it on its data calls
+(``/v1/stats``, ``/v1/shadow/report``), which require it. The key is never logged nor echoed.
 """
 
 from __future__ import annotations
 
 import hmac
 
-OPEN_PATHS: frozenset[str] = frozenset({"/healthz", "/readyz"})
+#: no key needed: the probes, and the dashboard's static page (no figures in it; its data calls need the key)
+OPEN_PATHS: frozenset[str] = frozenset({"/healthz", "/readyz", "/dashboard"})
 
 
 class ApiKeyCheck:

@@ -2,19 +2,22 @@
 
 - ``GET /v1/shadow/report``: the shadow report as JSON (``?format=html``: the self-contained HTML
   page; ``?since=24h``; ``?min_turns=N``; ``?wait=true`` also waits for shadow runs in flight).
-- ``GET /v1/stats``: the server's own figures, computed from the Prometheus registry of
-  ``app.state.metrics``: latency p50/p95 per pass and engine (interpolated inside histogram buckets
-  exactly like ``histogram_quantile``), request, fallback and error counts, shadow runs and agreement.
+- ``GET /v1/stats``: the server's own figures: counts since start from the Prometheus registry of
+  ``app.state.metrics``, rolling windows (1 min, 5 min, 1 h) and their time series, circuit states, the
+  gate targets. Every p50/p95 is the shadow report's definition (nearest-rank, an observed value) read from
+  :class:`server.metrics.LatencySketch` es (within 0.5% of the exact figure). With several workers these are
+  the figures of the worker that answers (``worker.pid``); ``/metrics`` aggregates them all.
 - ``GET /dashboard``: a self-contained page (inline CSS/JS/SVG, no external asset) that polls
-  ``/v1/stats`` and refreshes itself.
+  ``/v1/stats`` and refreshes itself. It needs no key; with an API key set it asks for one and sends it
+  on its data calls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import sqlite3
-import time
 from importlib import resources
 from typing import Any
 
@@ -23,7 +26,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 
 from engines.agreement import FIELDS
+from engines.shadow.report import GATE_TARGETS, P95_TARGET_MS, SCHEMA_TARGET
 from server.errors import JSONResponse
+from server.metrics import Metrics
 
 router = APIRouter(tags=["operations"])
 
@@ -33,58 +38,20 @@ PREFIX = "travel_slm_"
 # -- figures from the registry ---------------------------------------------------------------------
 
 
-def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
-    """Prometheus' ``histogram_quantile`` over cumulative ``(le, count)`` pairs (seconds in, seconds out).
-
-    Linear interpolation inside the bucket holding rank ``q * total``; the first bucket starts at 0;
-    a rank in the ``+Inf`` bucket returns the highest finite bound.
-    """
-    ordered = sorted(buckets)
-    if not ordered or ordered[-1][1] <= 0:
-        return None
-    total = ordered[-1][1]
-    rank = q * total
-    prev_le, prev_count = 0.0, 0.0
-    for le, cumulative in ordered:
-        if cumulative >= rank:
-            if math.isinf(le):
-                return prev_le
-            width = cumulative - prev_count
-            if width <= 0:
-                return le
-            return prev_le + (le - prev_le) * (rank - prev_count) / width
-        prev_le, prev_count = le, cumulative
-    return prev_le
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000.0, 3)
-
-
-def _registry(request: Request) -> Any:
-    metrics = getattr(request.app.state, "metrics", None)
-    registry = getattr(metrics, "registry", None)
-    if registry is None:
-        from prometheus_client import REGISTRY
-
-        registry = REGISTRY
-    return registry
-
-
-def collect_stats(registry: Any) -> dict[str, Any]:
-    """The dashboard's figures from a prometheus_client registry (cumulative since the process started)."""
+def collect_stats(metrics: Metrics) -> dict[str, Any]:
+    """The dashboard's figures since the process started: counts from the registry of ``metrics`` (this
+    process), p50/p95 from its latency sketches."""
     lat_buckets: dict[tuple[str, str], dict[float, float]] = {}
     lat_count: dict[tuple[str, str], float] = {}
     lat_sum: dict[tuple[str, str], float] = {}
     outcomes: dict[tuple[str, str], dict[str, float]] = {}
     requests: dict[tuple[str, str, str], float] = {}
     fallbacks: dict[tuple[str, str, str], float] = {}
-    schema_invalid: dict[tuple[str, str], float] = {}
+    schema_invalid: dict[str, float] = {}
     shadow_runs: dict[tuple[str, str], float] = {}
     shadow_agree: dict[tuple[str, str, str], float] = {}
-    shadow_buckets: dict[tuple[str, str], dict[float, float]] = {}
     inflight = 0.0
-    for family in registry.collect():
+    for family in metrics.registry.collect():
         for s in family.samples:
             name, lab, v = s.name, s.labels, float(s.value)
             if name == PREFIX + "request_duration_seconds_bucket":
@@ -100,22 +67,22 @@ def collect_stats(registry: Any) -> dict[str, Any]:
                 key = (lab.get("pass", ""), lab.get("engine", ""))
                 lat_sum[key] = lat_sum.get(key, 0.0) + v
             elif name == PREFIX + "requests_total":
-                requests[(lab.get("pass", ""), lab.get("engine", ""), lab.get("status", ""))] = v
+                key3 = (lab.get("pass", ""), lab.get("engine", ""), lab.get("status", ""))
+                requests[key3] = requests.get(key3, 0.0) + v
             elif name == PREFIX + "fallback_total":
-                fallbacks[(lab.get("pass", ""), lab.get("engine", ""), lab.get("reason", ""))] = v
+                key3 = (lab.get("pass", ""), lab.get("engine", ""), lab.get("reason", ""))
+                fallbacks[key3] = fallbacks.get(key3, 0.0) + v
             elif name == PREFIX + "schema_invalid_total":
-                schema_invalid[(lab.get("pass", ""), lab.get("engine", ""))] = v
+                cause = lab.get("cause", "")
+                schema_invalid[cause] = schema_invalid.get(cause, 0.0) + v
             elif name == PREFIX + "inflight":
-                inflight = v
+                inflight += v
             elif name == PREFIX + "shadow_runs_total":
                 shadow_runs[(lab.get("pass", ""), lab.get("outcome", ""))] = v
             elif name == PREFIX + "shadow_agreement_total":
                 shadow_agree[(lab.get("pass", ""), lab.get("field", ""), lab.get("result", ""))] = v
-            elif name == PREFIX + "shadow_duration_seconds_bucket":
-                per = shadow_buckets.setdefault((lab.get("pass", ""), lab.get("engine", "")), {})
-                le = float(lab["le"])
-                per[le] = per.get(le, 0.0) + v
 
+    quantiles = metrics.latency_totals("live")
     latency: dict[str, dict[str, dict[str, Any]]] = {}
     for (p, e), per in sorted(lat_buckets.items()):
         cum = sorted(per.items())
@@ -123,10 +90,11 @@ def collect_stats(registry: Any) -> dict[str, Any]:
         if count <= 0:
             continue
         fb = outcomes.get((p, e), {}).get("fallback", 0.0)
+        q = quantiles.get(p, {}).get(e, {})
         latency.setdefault(p, {})[e] = {
             "count": int(count),
-            "p50_ms": _ms(histogram_quantile(0.50, cum)),
-            "p95_ms": _ms(histogram_quantile(0.95, cum)),
+            "p50_ms": q.get("p50_ms"),
+            "p95_ms": q.get("p95_ms"),
             "mean_ms": round(lat_sum.get((p, e), 0.0) / count * 1000.0, 3),
             "fallback": int(fb),
             "fallback_rate": fb / count,
@@ -159,14 +127,11 @@ def collect_stats(registry: Any) -> dict[str, Any]:
             match = int(shadow_agree.get((p, field, "match"), 0.0))
             total = match + int(shadow_agree.get((p, field, "mismatch"), 0.0))
             if total:
-                agreement.setdefault(p, {})[field] = {"match": match, "total": total, "rate": match / total}
-    shadow_latency: dict[str, dict[str, dict[str, Any]]] = {}
-    for (p, e), per in sorted(shadow_buckets.items()):
-        cum = sorted(per.items())
-        if cum and cum[-1][1] > 0:
-            shadow_latency.setdefault(p, {})[e] = {"count": int(cum[-1][1]),
-                                                   "p50_ms": _ms(histogram_quantile(0.50, cum)),
-                                                   "p95_ms": _ms(histogram_quantile(0.95, cum))}
+                target = GATE_TARGETS.get(field)
+                agreement.setdefault(p, {})[field] = {
+                    "match": match, "total": total, "rate": match / total, "target": target,
+                    "meets_target": None if target is None else match / total >= target,
+                }
     return {
         "latency": latency,
         "requests": {"total": total_requests, "by_status": dict(sorted(by_status.items())),
@@ -177,27 +142,42 @@ def collect_stats(registry: Any) -> dict[str, Any]:
         "fallbacks": {"total": fb_total, "by_reason": dict(sorted(fb_reason.items())),
                       "by_pass": dict(sorted(fb_pass.items())),
                       "rate": (fb_total / served) if served else None},
-        "schema_invalid": {"total": int(sum(schema_invalid.values()))},
+        "schema_invalid": {"total": int(sum(schema_invalid.values())),
+                           "by_cause": {k: int(v) for k, v in sorted(schema_invalid.items()) if v}},
         "inflight": int(inflight),
-        "shadow": {"runs": runs, "agreement": agreement, "latency": shadow_latency},
+        "shadow": {"runs": runs, "agreement": agreement, "latency": metrics.latency_totals("shadow"),
+                   "gate_targets": {"agreement": dict(GATE_TARGETS), "schema_validity": SCHEMA_TARGET,
+                                    "p95_ms": P95_TARGET_MS}},
     }
+
+
+def stats_body(app_state: Any) -> dict[str, Any]:
+    """The ``/v1/stats`` body for an application's state."""
+    metrics: Metrics = app_state.metrics
+    circuits = metrics.circuit_states()  # noted in the current window slot too
+    rolling = metrics.windows.snapshot()
+    body = collect_stats(metrics)
+    shadow = getattr(app_state, "shadow", None)
+    body["shadow"]["enabled"] = shadow is not None
+    if shadow is not None:
+        body["shadow"]["runner"] = shadow.stats()
+    started = getattr(app_state, "started_at", None)
+    body["ts"] = rolling["now"]
+    body["uptime_s"] = None if started is None else round(rolling["now"] - started, 1)
+    settings = getattr(app_state, "settings", None)
+    if settings is not None:
+        body["engines"] = {"extract": settings.extraction_engine, "render": settings.render_engine,
+                           "shadow": settings.shadow.engine if settings.shadow.enabled else None}
+    body["circuits"] = {f"{engine}/{pass_}": state for (engine, pass_), state in circuits.items()}
+    body["windows"] = rolling["windows"]
+    body["series"] = rolling["series"]
+    body["worker"] = {"pid": os.getpid(), "multiprocess": metrics.multiprocess}
+    return body
 
 
 @router.get("/v1/stats", summary="The server's own figures for the dashboard (JSON)")
 async def stats(request: Request) -> JSONResponse:
-    body = collect_stats(_registry(request))
-    shadow = getattr(request.app.state, "shadow", None)
-    body["shadow"]["enabled"] = shadow is not None
-    if shadow is not None:
-        body["shadow"]["runner"] = shadow.stats()
-    started = getattr(request.app.state, "started_at", None)
-    body["ts"] = time.time()
-    body["uptime_s"] = None if started is None else round(time.time() - started, 1)
-    settings = getattr(request.app.state, "settings", None)
-    if settings is not None:
-        body["engines"] = {"extract": settings.extraction_engine, "render": settings.render_engine,
-                           "shadow": settings.shadow.engine if settings.shadow.enabled else None}
-    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+    return JSONResponse(stats_body(request.app.state), headers={"Cache-Control": "no-store"})
 
 
 # -- the shadow report -------------------------------------------------------------------------------
