@@ -16,7 +16,7 @@ from engines.agreement import FIELDS, turn_class
 from engines.base import Engine
 from engines.deterministic.engine import DeterministicEngine
 from engines.fallback import PassRunner, Served
-from engines.shadow.runner import RECORD_KIND, ShadowRunner
+from engines.shadow.runner import PENDING_MAX, RECORD_KIND, ShadowRunner
 from engines.shadow.store import read_store
 from server.config import Settings, ShadowSettings
 from tests.reference import all_records, require_reference
@@ -199,18 +199,68 @@ async def test_saturation_drops_and_counts_without_queueing(tmp_path: Path) -> N
 
     answers = await asyncio.gather(*(request(i) for i in range(64)))
     assert all(a.document == live.document and not a.fallback_used for a in answers)
+    await _loop_turns(2)  # the runs start (and are admitted or dropped) on the next turns of the loop
     assert shadow.inflight == 4 and shadow.max_inflight_seen == 4
     assert shadow.counts["started"] == 4 and shadow.counts["dropped"] == 60
     assert metrics.runs[("extract", "dropped")] == 60
     # still bounded under more pressure
     for i in range(500):
         shadow.submit("extract", f"more{i}", turn, live)
-    assert shadow.inflight == 4 and shadow.counts["dropped"] == 560
+    await _loop_turns(2)
+    assert shadow.inflight == 4 and shadow.counts["dropped"] == 560 and shadow.pending == 4
     engine.gate.set()
     await shadow.close()
     contents = read_store(shadow.settings.store)
     assert len(contents.records) == 4 and contents.drops == {"extract": 560}
     assert metrics.runs == {("extract", "dropped"): 560, ("extract", "compared"): 4}
+
+
+async def _loop_turns(n: int) -> None:
+    """Let the event loop run ``n`` turns (a count of turns, not a duration)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_runs_waiting_for_their_first_turn_are_bounded(tmp_path: Path) -> None:
+    engine = GatedEngine()
+    runner = PassRunner({"slm": engine})
+    shadow = ShadowRunner(_settings(tmp_path, max_inflight=4), runner, None)
+    await shadow.start()
+    turn = _turns(1)[0]
+    live = await runner.extract(turn, "deterministic")
+    handed = [shadow.submit("extract", f"r{i}", turn, live) for i in range(PENDING_MAX + 500)]
+    assert handed == [True] * PENDING_MAX + [False] * 500  # no loop turn in between: nothing started yet
+    assert shadow.pending == PENDING_MAX and shadow.counts["dropped"] == 500
+    await _loop_turns(2)
+    assert shadow.inflight == 4 and shadow.pending == 4 and shadow.counts["dropped"] == PENDING_MAX + 500 - 4
+    engine.gate.set()
+    await shadow.close()
+    contents = read_store(shadow.settings.store)
+    assert len(contents.records) == 4 and contents.drops == {"extract": PENDING_MAX + 500 - 4}
+
+
+async def test_a_deterministic_shadow_keeps_up_with_64_clients(tmp_path: Path) -> None:
+    """Issue 11, finding 9: at the default in-flight limit, 64 clients whose requests all end in the same
+    event-loop turn (as under load) had 93% of their shadow runs dropped: a run needed seven turns (a
+    sleep(0), a wait_for task per pass) and every run spawned in a turn counted as in flight. A deterministic
+    run now ends on the turn it starts, and only running runs hold a slot: none is dropped."""
+    turns = _turns(64)
+    runner = PassRunner({})
+    shadow = ShadowRunner(_settings(tmp_path, engine="deterministic", max_inflight=ShadowSettings().max_inflight),
+                          runner, None)
+    await shadow.start()
+    lives = [await runner.extract(t, "deterministic") for t in turns]
+    submitted = 0
+    for rounds in range(20):
+        for i, (turn, live) in enumerate(zip(turns, lives, strict=True)):  # one loop turn: 64 answers end
+            assert shadow.submit("extract", f"r{rounds}-{i}", turn, live)
+            submitted += 1
+        await _loop_turns(1)
+        assert shadow.pending == 0 and shadow.inflight == 0  # every run of the turn has ended
+        assert shadow.counts["compared"] == submitted
+    await shadow.close()
+    assert shadow.counts["dropped"] == 0 and shadow.max_inflight_seen == 1
+    assert len(read_store(shadow.settings.store).records) == submitted == 20 * 64
 
 
 async def test_sampling_follows_the_rate(tmp_path: Path) -> None:

@@ -1,9 +1,13 @@
 """Shadow execution (service.md section 5): run a candidate engine beside the live one, compare, store.
 
 The app calls :meth:`ShadowRunner.submit` after a live pass has been answered. ``submit`` is
-synchronous, cheap and never raises: it samples, enforces the in-flight limit (beyond
-``max_inflight`` the run is dropped and counted; nothing is ever queued without bound) and starts a
-task. The task runs the shadow engine under its own timeout (a slower run is recorded as
+synchronous, cheap and never raises: it samples and starts a task. The in-flight limit applies when the
+task starts: beyond ``max_inflight`` runs that have started and not ended, the run is dropped and counted.
+A run that is only waiting for its first event-loop turn holds no engine and no slot; those are bounded
+apart (:data:`PENDING_MAX`), so nothing is ever queued without bound. (Admitting at submit time counted
+every run spawned in the same loop turn as in flight: under 64 clients a loop turn answers dozens of
+requests, so a deterministic shadow that ends on its first turn was dropped for runs that were not
+running, issue 11 finding 9.) The task runs the shadow engine under its own timeout (a slower run is recorded as
 ``fell_back``), renders from the shadow engine's *own* extraction, compares with the functions of
 :mod:`engines.agreement` (the same ones ``travel-slm eval`` uses), and hands the record to the
 store, whose writer thread redacts and writes it. Nothing here can change, delay or fail a live
@@ -39,6 +43,9 @@ RECORD_KIND = "slm_shadow_comparison"
 ERROR_MAX = 300
 #: beyond the shadow timeout, how long a shadow pass may take before it is cancelled from outside
 GUARD_S = 5.0
+#: runs spawned and waiting for their first event-loop turn (beyond both this and 2 x max_inflight, a
+#: submit is dropped at once); about one per live request answered in the same loop turn
+PENDING_MAX = 1024
 
 
 class ShadowMetrics(Protocol):
@@ -57,6 +64,17 @@ def _now_iso() -> str:
 
 def _short(text: str | None) -> str | None:
     return None if text is None else text[:ERROR_MAX]
+
+
+def _checked_validity(served: Served) -> bool | None:
+    """Whether the engine's own document is schema-valid, when the pass runner has already checked it (a
+    served engine document passed its check; the oracle's carries the verdict); None: not checked yet.
+    Validating a render document again cost as much as the rest of the comparison."""
+    if served.engine_document is None:
+        return False
+    if not served.fallback_used and served.engine_document is served.document:
+        return served.schema_valid
+    return None
 
 
 class ShadowRunner:
@@ -80,6 +98,9 @@ class ShadowRunner:
         self._passes: PassRunner | None = None
         self._owned_engine: Engine | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: runs that have started and not ended (the in-flight limit); a task that waits for its first turn,
+        #: or whose done callback has not fired yet, holds no slot
+        self._running = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._accepting = False
         self.counts: dict[str, int] = {
@@ -139,10 +160,16 @@ class ShadowRunner:
 
     @property
     def inflight(self) -> int:
-        return len(self._tasks)
+        return self._running
+
+    @property
+    def pending(self) -> int:
+        """Runs spawned and not ended (started or waiting for their first event-loop turn)."""
+        return sum(1 for t in self._tasks if not t.done())
 
     def stats(self) -> dict[str, Any]:
-        return {**self.counts, "inflight": self.inflight, "max_inflight": self.settings.max_inflight,
+        return {**self.counts, "inflight": self.inflight, "pending": self.pending,
+                "max_inflight": self.settings.max_inflight,
                 "max_inflight_seen": self.max_inflight_seen, "store_pending": self.store.pending,
                 "store_written": self.store.written, "store_overflowed": self.store.overflowed,
                 "store_lost": self.store.lost_total, "store": self.store.health(),
@@ -169,7 +196,8 @@ class ShadowRunner:
     ) -> bool:
         """Maybe start a shadow run of ``pass_name`` for an answered live pass. Never blocks, never raises.
 
-        Returns whether a shadow run was started.
+        Returns whether a shadow run was handed over (sampled in, its task spawned); it is still dropped when
+        it starts while ``max_inflight`` runs are running.
         """
         try:
             if not self._accepting or pass_name not in self.settings.passes:
@@ -204,10 +232,8 @@ class ShadowRunner:
 
     def _spawn(self, pass_name: str, request_id: str, turn: dict[str, Any], live_served: Served,
                live_extraction: dict[str, Any] | None, tool_summary: dict[str, Any] | None) -> bool:
-        if len(self._tasks) >= self.settings.max_inflight:
-            self.counts["dropped"] += 1
-            self._metric("shadow_run", pass_name, "dropped")
-            self.store.record_drop(pass_name)
+        if len(self._tasks) >= max(PENDING_MAX, 2 * self.settings.max_inflight):
+            self._drop(pass_name)
             return False
         # no copies: the app hands over documents it no longer touches once the response is sent
         # (copying a render document costs the event loop more than the comparison itself)
@@ -224,9 +250,12 @@ class ShadowRunner:
                                                       name=f"shadow-{pass_name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        self.counts["started"] += 1
-        self.max_inflight_seen = max(self.max_inflight_seen, len(self._tasks))
         return True
+
+    def _drop(self, pass_name: str) -> None:
+        self.counts["dropped"] += 1
+        self._metric("shadow_run", pass_name, "dropped")
+        self.store.record_drop(pass_name)
 
     # -- the shadow run ------------------------------------------------------------------------------
 
@@ -241,16 +270,35 @@ class ShadowRunner:
         call = (self._passes.extract(turn, self.engine_name, deadline=deadline) if pass_name == "extract"
                 else self._passes.render(turn, extraction or {}, tool_summary, self.engine_name, deadline=deadline))
         try:
-            # a hang guard only (the deterministic fallback itself never blocks): the runner ends at the deadline
-            served = await asyncio.wait_for(call, timeout_s + GUARD_S)
-            if served.fallback_used and served.fallback_reason == "timeout":
-                served.error = f"shadow {self.engine_name} {pass_name} exceeded {self.settings.timeout_ms} ms"
-            return served
+            # a hang guard only (the deterministic fallback itself never blocks): the runner ends at the deadline.
+            # asyncio.timeout runs the pass in this task; wait_for (Python 3.11) wraps it in a task of its own,
+            # which costs two more event-loop turns per pass (see _run)
+            async with asyncio.timeout(timeout_s + GUARD_S):
+                served = await call
         except TimeoutError:
             raise _Timeout(f"shadow {self.engine_name} {pass_name} exceeded {self.settings.timeout_ms} ms") from None
+        if served.fallback_used and served.fallback_reason == "timeout":
+            served.error = f"shadow {self.engine_name} {pass_name} exceeded {self.settings.timeout_ms} ms"
+        return served
 
     async def _run(self, pass_name: str, request_id: str, snap: dict[str, Any]) -> None:
-        await asyncio.sleep(0)  # let the live side finish whatever it is doing first
+        if self._running >= self.settings.max_inflight:
+            self._drop(pass_name)
+            return
+        self._running += 1
+        self.counts["started"] += 1
+        self.max_inflight_seen = max(self.max_inflight_seen, self._running)
+        try:
+            await self._compare(pass_name, request_id, snap)
+        finally:
+            self._running -= 1
+
+    async def _compare(self, pass_name: str, request_id: str, snap: dict[str, Any]) -> None:
+        # No yield before the engine is called: the task's first step already runs on a later event-loop turn
+        # than the live response that spawned it. Each turn is precious under load: with 64 clients a turn of
+        # the loop takes tens of ms, so a run that needed seven turns (a sleep(0), then two wait_for tasks per
+        # pass) stayed in flight ~300 ms for well under 1 ms of CPU, and the in-flight limit dropped 93% of
+        # the runs (issue 11, finding 9). A deterministic run now ends on the turn it starts.
         turn: dict[str, Any] = snap["turn"]
         live_doc = snap["live_document"]
         live_extract = live_doc if pass_name == "extract" else snap["live_extraction"]
@@ -259,6 +307,7 @@ class ShadowRunner:
         shadow_extract: Any = None
         shadow_render: Any = None
         shadow_extract_fell_back: bool | None = None
+        own_valid: bool | None = None
         fell_back = False
         reason: str | None = None
         error: str | None = None
@@ -271,6 +320,7 @@ class ShadowRunner:
                 shadow_extract_fell_back = ex.fallback_used
                 if pass_name == "extract":
                     fell_back, reason, error = ex.fallback_used, ex.fallback_reason, ex.error
+                    own_valid = _checked_validity(ex)
                 elif ex.fallback_used:
                     error = f"shadow extract fell back ({ex.fallback_reason}): {ex.error or ''}"
                 if pass_name == "render":
@@ -279,6 +329,7 @@ class ShadowRunner:
                     pass_started = time.perf_counter()
                     rd = await self._pass("render", turn, ex.document, snap["tool_summary"])
                     shadow_render = rd.engine_document
+                    own_valid = _checked_validity(rd)
                     fell_back, reason = rd.fallback_used, rd.fallback_reason
                     if rd.fallback_used:
                         error = rd.error
@@ -295,7 +346,7 @@ class ShadowRunner:
         try:
             record = self._record(pass_name, request_id, snap, turn, live_extract, live_render, shadow_extract,
                                   shadow_render, shadow_extract_fell_back, fell_back, reason, error,
-                                  shadow_seconds, time.perf_counter() - started)
+                                  shadow_seconds, time.perf_counter() - started, own_valid)
         except Exception:
             self.counts["internal_errors"] += 1
             log.exception("shadow record could not be built")
@@ -314,7 +365,7 @@ class ShadowRunner:
     def _record(self, pass_name: str, request_id: str, snap: dict[str, Any], turn: dict[str, Any],
                 live_extract: Any, live_render: Any, shadow_extract: Any, shadow_render: Any,
                 shadow_extract_fell_back: bool | None, fell_back: bool, reason: str | None, error: str | None,
-                shadow_seconds: float, total_seconds: float) -> dict[str, Any]:
+                shadow_seconds: float, total_seconds: float, own_valid: bool | None = None) -> dict[str, Any]:
         # agreement: the live (served) answer against what the shadow engine itself produced; a shadow
         # run that produced nothing (timeout, error) disagrees on every field.
         agreement: dict[str, bool] = {}
@@ -328,10 +379,10 @@ class ShadowRunner:
             else:
                 agreement.update(render_agreement(live_render, shadow_render))
             own = shadow_render
-            schema_valid = own is not None and render_problem(own) is None
+            schema_valid = own is not None and (own_valid if own_valid is not None else render_problem(own) is None)
         else:
             own = shadow_extract
-            schema_valid = own is not None and extract_problem(own) is None
+            schema_valid = own is not None and (own_valid if own_valid is not None else extract_problem(own) is None)
         return {
             "kind": RECORD_KIND,
             "ts": _now_iso(),
