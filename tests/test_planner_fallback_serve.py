@@ -184,21 +184,26 @@ def _slow(delay: float) -> Callable[[dict[str, Any]], Reply]:
 
 @pytest.mark.parametrize("serve", ["oracle", "error"])
 def test_the_pass_ends_before_the_callers_deadline(live_server: Any, scripted_upstream: Any, serve: str) -> None:
-    """The planner's 2-in-20 case: client timeout == server pass timeout. With the header the answer
-    arrives before the client gives up (a 200 fallback, or the 503 under serve=error)."""
-    with scripted_upstream(_slow(2.0)) as up:
-        base = live_server(_settings(up.base_url, serve, {"openai": {"timeout_ms_extract": 800}}))
-        t0 = time.perf_counter()
-        r = httpx.post(base + "/extract", json={"turn": TURN}, headers={"X-Request-Timeout-Ms": "800"},
-                       timeout=0.8)  # raises if the server answers after the client's own timeout
-        elapsed_ms = (time.perf_counter() - t0) * 1000.0
-    assert elapsed_ms < 800
+    """The planner's 2-in-20 case: client timeout == server pass timeout. With the header the pass is cut
+    at the caller's deadline less the margin, not at the (longer) pass timeout: the answer is a 200
+    fallback, or the 503 under serve=error, saying so. Asserted on what the server reports, not on the
+    wall clock of this (possibly busy) machine."""
+    with scripted_upstream(_slow(3.0)) as up:
+        base = live_server(_settings(up.base_url, serve, {"openai": {"timeout_ms_extract": 2500}}))
+        r = httpx.post(base + "/extract", json={"turn": TURN}, headers={"X-Request-Timeout-Ms": "1000"},
+                       timeout=30)
     assert r.headers["X-Fallback-Reason"] == "timeout"
+    # 1000 ms budget, margin max(deadline_margin_ms, 10%): the pass had at most 900 ms, never the 2500 ms timeout
     if serve == "error":
-        assert r.status_code == 503 and "deadline" in r.json()["error"]["fallback_detail"]
+        assert r.status_code == 503
+        detail = r.json()["error"]["fallback_detail"]
     else:
-        assert r.status_code == 200 and "deadline" in r.json()["llm_contract"]["fallback_detail"]
+        assert r.status_code == 200
+        detail = r.json()["llm_contract"]["fallback_detail"]
         assert r.json()["extract"] == EXTRACTION
+    assert "request deadline" in detail and "exceeded 2500 ms" not in detail, detail
+    left = int(detail.split("request deadline (")[1].split(" ms left")[0])
+    assert 0 <= left <= 900, detail
 
 
 def test_without_the_header_the_pass_timeout_alone_applies(live_server: Any, scripted_upstream: Any) -> None:
