@@ -86,6 +86,16 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+#: set by ``travel-slm serve --workers N`` in its workers' environment: the supervisor's pid, whose process
+#: metrics ``/metrics`` exposes (the pod's main process: its start time changes only when the pod restarts)
+SUPERVISOR_PID_ENV = "_TRAVEL_SLM_SUPERVISOR_PID"
+
+
+def _process_pid() -> int | str:
+    text = os.environ.get(SUPERVISOR_PID_ENV, "")
+    return int(text) if text.isdigit() else "self"
+
+
 BreakerSource = Callable[[], Mapping[tuple[str, str], CircuitBreaker]]
 
 
@@ -663,7 +673,7 @@ class Metrics:
         self._note_circuits()
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=path)
-        ProcessCollector(registry=registry, pid=os.getppid)
+        ProcessCollector(registry=registry, pid=_process_pid)
         return registry
 
     def render(self) -> tuple[bytes, str]:

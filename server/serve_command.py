@@ -2,21 +2,35 @@
 
 Settings: CLI flags > environment (``TRAVEL_SLM_*``, nested with ``__``) > ``--config FILE`` > defaults.
 The default serves both passes with the deterministic engine, which needs no model.
+
+``--workers N`` (N > 1) runs N worker processes behind uvicorn's supervisor, on one listening socket.
+prometheus-client then runs in multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` is a fresh folder for this
+start (a temporary one, removed at exit; or the folder the variable already names, emptied first), every
+worker writes its counters and histograms there, and ``/metrics`` in any worker aggregates them. Each
+worker builds its own application from the same flags, environment and config file.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
+import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 _ENGINES = ("deterministic", "slm", "openai")
+#: what a worker process needs to build its application (the config file and the CLI overrides, as JSON);
+#: no ``TRAVEL_SLM_`` prefix, so that it is never taken for a setting
+WORKER_SPEC_ENV = "_TRAVEL_SLM_SERVE_SPEC"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 log = logging.getLogger("travel_slm.config")
 
@@ -49,7 +63,21 @@ def register(subparsers: Any) -> None:
     p.add_argument("--shadow-store", help="shadow record store, e.g. sqlite:///shadow.db")
     p.add_argument("--max-body-bytes", type=int, help="request body limit (default 1 MiB)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log level (default info)")
+    p.add_argument("--workers", type=_positive, metavar="N", default=1,
+                   help="worker processes sharing the port (default 1). With N > 1 /metrics aggregates every "
+                        "worker (prometheus-client multiprocess mode, PROMETHEUS_MULTIPROC_DIR: a fresh folder per "
+                        "start); /v1/stats, the dashboard, circuit breakers and the shadow runner are per worker")
     p.set_defaults(func=run)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -74,18 +102,84 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def uvicorn_config(app: Any, host: str, port: int, log_level: str, *, max_header_bytes: int = 64 * 1024,
-                   header_timeout_s: float = 10.0, **extra: Any) -> Any:
+                   header_timeout_s: float = 10.0, http: Any = None, **extra: Any) -> Any:
     """The uvicorn settings of ``travel-slm serve`` (the serve benchmark runs its echo baseline with them too):
-    uvicorn's h11 protocol with the header limits of :mod:`server.http_protocol`."""
+    uvicorn's h11 protocol with the header limits of :mod:`server.http_protocol`. ``http``: another protocol
+    (the workers' import string, since the configuration travels to each worker by pickling)."""
     import uvicorn
 
     from server.http_protocol import guarded_protocol
 
     return uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, log_level=log_level, lifespan="on",
-        server_header=False, timeout_graceful_shutdown=10, http=guarded_protocol(header_timeout_s, max_header_bytes),
+        server_header=False, timeout_graceful_shutdown=10,
+        http=http if http is not None else guarded_protocol(header_timeout_s, max_header_bytes),
         h11_max_incomplete_event_size=max_header_bytes, **extra,
     )
+
+
+_worker_protocol: type | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """``WorkerH11Protocol``: the workers' protocol class (made on first use, so that the other commands do
+    not import uvicorn); :func:`worker_app` sets its limits from the settings."""
+    global _worker_protocol
+    if name != "WorkerH11Protocol":
+        raise AttributeError(name)
+    if _worker_protocol is None:
+        from server.http_protocol import GuardedH11Protocol
+
+        _worker_protocol = type("WorkerH11Protocol", (GuardedH11Protocol,), {"__module__": __name__})
+    return _worker_protocol
+
+
+def worker_app() -> Any:
+    """The application of one worker (uvicorn's factory, run in each worker process): the settings from the
+    same config file, flags and environment as the supervisor's."""
+    from server.app import create_app
+    from server.config import load_settings
+
+    spec = json.loads(os.environ[WORKER_SPEC_ENV])
+    settings = load_settings(spec["config"], **spec["overrides"])
+    _configure_process(settings)
+    protocol = __getattr__("WorkerH11Protocol")
+    protocol.header_timeout_s = float(settings.header_timeout_s)
+    protocol.max_header_bytes = int(settings.max_header_bytes)
+    return create_app(settings)
+
+
+def _configure_process(settings: Any) -> None:
+    from server.logs import configure_logging, route_library_output
+
+    api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    configure_logging(settings.log_level, secrets=[api_key])
+    uses_slm = "slm" in (settings.extraction_engine, settings.render_engine) or (
+        settings.shadow.enabled and settings.shadow.engine == "slm")
+    route_library_output(transformers=uses_slm)
+
+
+@contextlib.contextmanager
+def multiprocess_dir() -> Iterator[str]:
+    """A fresh ``PROMETHEUS_MULTIPROC_DIR`` for this start: the folder the variable names, emptied of the
+    files of an earlier start, or a new temporary folder, removed at exit. Set in the environment, which the
+    workers inherit (prometheus-client reads it when a worker first imports it)."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for name in os.listdir(given):
+            if name.endswith(".db"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(given, name))
+        yield given
+        return
+    path = tempfile.mkdtemp(prefix="travel-slm-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    try:
+        yield path
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def unknown_settings_env(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
@@ -176,24 +270,51 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
 
-    from server.app import create_app
     from server.config import ConfigFileError, load_settings
-    from server.logs import configure_logging, route_library_output
 
     try:
         settings = load_settings(args.config, **overrides_from_args(args))
     except (ConfigFileError, ValidationError) as exc:
         print(f"travel-slm serve: {exc}", file=sys.stderr)
         return 2
-    api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
-    configure_logging(settings.log_level, secrets=[api_key])
+    _configure_process(settings)
     warn_unknown_settings(os.environ, args.config)
-    uses_slm = "slm" in (settings.extraction_engine, settings.render_engine) or (
-        settings.shadow.enabled and settings.shadow.engine == "slm")
-    route_library_output(transformers=uses_slm)
+    workers = getattr(args, "workers", 1) or 1
+    if workers > 1:
+        return _run_workers(args, settings, workers)
+    # one process keeps its metrics in memory: a multiprocess folder left in the environment would make it
+    # read (and add up) the files of an earlier start
+    os.environ.pop(MULTIPROC_ENV, None)
+    from server.app import create_app
+
     app = create_app(settings)
     server = uvicorn.Server(uvicorn_config(app, settings.host, settings.port, settings.log_level,
                                            max_header_bytes=settings.max_header_bytes,
                                            header_timeout_s=settings.header_timeout_s))
     server.run()
     return 0 if server.started else 1
+
+
+def _run_workers(args: argparse.Namespace, settings: Any, workers: int) -> int:
+    """uvicorn's supervisor with ``workers`` processes on one socket, metrics in multiprocess mode."""
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    from server.metrics import SUPERVISOR_PID_ENV
+
+    with multiprocess_dir() as path:
+        os.environ[WORKER_SPEC_ENV] = json.dumps({"config": args.config, "overrides": overrides_from_args(args)})
+        os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())
+        log.info("starting workers", extra={"workers": workers, "metrics_dir": path})
+        config = uvicorn_config(f"{__name__}:worker_app", settings.host, settings.port, settings.log_level,
+                                max_header_bytes=settings.max_header_bytes,
+                                header_timeout_s=settings.header_timeout_s,
+                                http=f"{__name__}:WorkerH11Protocol", factory=True, workers=workers)
+        sock = config.bind_socket()
+        supervisor = Multiprocess(config, sockets=[sock])
+        try:
+            supervisor.run()
+        finally:
+            sock.close()
+    failed = any(getattr(p, "exitcode", None) == STARTUP_FAILURE for p in supervisor.processes)
+    return 1 if failed else 0
