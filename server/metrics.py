@@ -142,8 +142,8 @@ class LatencySketch:
 
     Values fall into log-spaced bins (DDSketch's mapping: bin ``i`` holds ``(MIN_S * g**(i-1), MIN_S * g**i]``
     with ``g = (1 + e) / (1 - e)``), and each bin keeps its count, smallest and largest value; values at or
-    under ``MIN_S`` share bin 0 and values over ``MAX_S`` the top bin, so a sketch never holds more than
-    about 2,400 bins whatever it counts.
+    under ``MIN_S`` share bin 0 and values over ``MAX_S`` (a day) the top bin, so a sketch never holds more than
+    about 2,750 bins whatever it counts.
 
     :meth:`quantile` is the shadow report's definition: the nearest-rank percentile (an observed value, no
     interpolation across a histogram bucket), located in its bin and interpolated by rank between that bin's
@@ -153,7 +153,7 @@ class LatencySketch:
 
     RELATIVE_ERROR = 0.005
     MIN_S = 1e-7
-    MAX_S = 3600.0
+    MAX_S = 86400.0
     _LOG_GAMMA = math.log((1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR))
 
     __slots__ = ("bins", "count")

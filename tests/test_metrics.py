@@ -212,3 +212,86 @@ def test_shadow_store_up_is_absent_until_the_store_reports() -> None:
     m.shadow_store_up(True)
     fams = _families(m.render()[0].decode())
     assert _value(fams, "travel_slm_shadow_store_up", "travel_slm_shadow_store_up") == 1
+
+
+# --- latency buckets (issue 11, small HTTP fixes) and invalid input vs oracle defects (issue 11, item 12) ---------
+
+
+def _histogram_quantile(q: float, cumulative: list[tuple[float, float]]) -> float:
+    """Prometheus' histogram_quantile over cumulative (le, count) pairs, as Grafana and the alerts read them."""
+    total = cumulative[-1][1]
+    rank, prev_le, prev_count = q * total, 0.0, 0.0
+    for le, count in cumulative:
+        if count >= rank:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * (rank - prev_count) / (count - prev_count)
+        prev_le, prev_count = le, count
+    return prev_le
+
+
+def test_latency_histogram_resolves_the_deterministic_path(live_server: Any) -> None:
+    """The old buckets started at 0.5 ms: a deterministic pass of microseconds fell in [0, 0.5 ms] and read p50
+    0.25 ms. The bucket that holds the histogram's p50 must pin the served passes' own p50 (``latency_ms`` of the
+    responses, 0.1 ms steps): at most 2.5x wide and not open towards 0, or under a microsecond when the passes
+    round to 0.0 ms, whatever the machine's speed."""
+    from bench.stats import percentile
+
+    base = live_server()
+    served_ms = []
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for _ in range(120):
+            r = client.post("/extract", json={"turn": TURN})
+            served_ms.append(r.json()["latency_ms"])
+    fams = _families(httpx.get(base + "/metrics").text)
+    hist = "travel_slm_request_duration_seconds"
+    cumulative = sorted((float(s.labels["le"]), s.value) for s in fams[hist].samples
+                        if s.name == hist + "_bucket" and s.labels["pass"] == "extract")
+    assert cumulative[-1][1] == 120
+    lower, upper = 0.0, 0.0
+    for le, count in cumulative:
+        if count >= 0.5 * 120:
+            upper = le
+            break
+        lower = le
+    exact = percentile(served_ms, 50)
+    assert exact is not None
+    if exact == 0.0:
+        assert upper <= 1e-6, (lower, upper)
+    else:
+        # latency_ms is rounded to 0.1 ms: the true p50 lies within 0.05 ms of it
+        assert lower > 0 and upper / lower <= 2.5, (lower, upper, exact)
+        assert lower * 1000 - 0.05 <= exact <= upper * 1000 + 0.05, (lower, upper, exact)
+    p50_ms = _histogram_quantile(0.5, cumulative) * 1000.0
+    assert lower * 1000 <= p50_ms <= upper * 1000
+    assert LATENCY_BUCKETS[0] <= 1e-6 and LATENCY_BUCKETS[-1] >= 30.0  # microseconds to tens of seconds
+
+
+def _invalid(fams: dict[str, Any], **labels: str) -> float:
+    return _value(fams, "travel_slm_schema_invalid", "travel_slm_schema_invalid_total", **labels)
+
+
+def test_schema_invalid_separates_client_input_from_oracle_defects() -> None:
+    m = Metrics()
+    # the oracle echoed nonsense slot values (the runner classified the input): a client fault
+    m.observe_served(Served("extract", {}, "deterministic", "none", "oracle", schema_valid=False,
+                            extra={"invalid_cause": "input"}))
+    # the oracle failed on valid input, or nobody classified it: a defect (nothing that may be one goes unseen)
+    m.observe_served(Served("extract", {}, "deterministic", "none", "oracle", schema_valid=False,
+                            extra={"invalid_cause": "oracle"}))
+    m.observe_served(Served("render", {}, "deterministic", "none", "oracle", schema_valid=False))
+    m.observe_served(Served("render", {}, "deterministic", "none", "oracle", schema_valid=False,
+                            extra={"invalid_cause": "anything else"}))
+    # a model's invalid output fell back to a valid oracle document; then one whose fallback echoed bad input
+    m.observe_served(Served("extract", {}, "slm", "transformers", "m", fallback_used=True,
+                            fallback_reason="schema_invalid"))
+    m.observe_served(Served("render", {}, "openai", "http", "m", fallback_used=True, fallback_reason="out_of_vocab",
+                            schema_valid=False, extra={"invalid_cause": "input"}))
+    fams = _families(m.render()[0].decode())
+    assert _invalid(fams, cause="input") == 2
+    assert _invalid(fams, cause="oracle") == 3
+    assert _invalid(fams, cause="model") == 2
+    assert _invalid(fams, engine="openai", cause="input") == 1 and _invalid(fams, engine="openai", cause="model") == 1
+    from server.routes_shadow import collect_stats
+
+    assert collect_stats(m)["schema_invalid"] == {"total": 7, "by_cause": {"input": 2, "model": 2, "oracle": 3}}
