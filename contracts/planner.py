@@ -26,6 +26,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Literal
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -157,7 +158,11 @@ _MISS = object()
 # --- value coercion helpers --------------------------------------------------------------------------------
 
 _DATE_PREFIX = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:$|[T ])")
-_INT_TEXT = re.compile(r"^\s*-?\d+\s*$")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+#: at most 18 digits: int() of a longer digit string is slow, and over 4,300 digits it raises
+_INT_TEXT = re.compile(r"^\s*-?\d{1,18}\s*$")
+#: a children count above this is not a party (and must not allocate a list of that length)
+MAX_CHILDREN = 50
 
 
 def iso_date(value: Any) -> Any:
@@ -167,6 +172,22 @@ def iso_date(value: Any) -> Any:
         if m:
             return m.group(1)
     return _MISS
+
+
+def is_count(value: Any) -> bool:
+    """A JSON integer >= 0 (not a boolean): the contract's ``Count``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def is_real_date(value: Any) -> bool:
+    """``YYYY-MM-DD`` naming a real day (the widget contract's ``format: date``)."""
+    if not (isinstance(value, str) and _ISO_DATE.fullmatch(value)):
+        return False
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 def count(value: Any) -> Any:
@@ -228,7 +249,7 @@ def party(value: Any) -> Any:
             children.append({"age": n} if n is not _MISS and n <= 17 else {})
     else:
         n = count(raw_children)
-        children = [{} for _ in range(n)] if n is not _MISS else []
+        children = [{} for _ in range(n)] if n is not _MISS and n <= MAX_CHILDREN else []
     return {"rooms": 1 if rooms is _MISS else rooms, "adults": 1 if adults is _MISS else adults,
             "children": children}
 
@@ -757,23 +778,55 @@ def normalise_extraction(raw: Any, notes: Notes | None = None, path: str = "extr
     return {"slot_updates": updates, "tool_requests": requests, "render_intent": intent}, clears
 
 
-# --- slot state the render reads ----------------------------------------------------------------------------
+# --- slot state the passes read ------------------------------------------------------------------------------
+
+
+def _region_usable(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        value.get(k) is None or isinstance(value.get(k), str) for k in ("label", "city_code", "country_code"))
+
+
+def _party_usable(value: Any) -> bool:
+    """What the passes read of a party: ``adults`` absent or a count, ``rooms`` absent, null or a count
+    (``children`` is read as a list's length or a count, anything else 0; any object is a traveller party)."""
+    return isinstance(value, dict) and ("adults" not in value or is_count(value["adults"])) and (
+        value.get("rooms") is None or is_count(value["rooms"]))
+
+
+#: slot key -> whether a value has the type contract.md section 7 gives it, for the keys whose value the
+#: passes copy into their output (other keys are read only for truthiness, or not at all)
+SLOT_VALUE_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "region": _region_usable,
+    "check_in_date": is_real_date,
+    "check_out_date": is_real_date,
+    "party": _party_usable,
+    "picked_flight_offer_id": lambda v: isinstance(v, str),
+    "picked_hotel_id": lambda v: isinstance(v, str),
+    "picked_hotel_rate_key": lambda v: isinstance(v, str),
+}
+
+
+def slot_value_usable(key: str, value: Any) -> bool:
+    """Whether the passes can use ``value`` as slot ``key`` (any value of a key without a check)."""
+    check = SLOT_VALUE_CHECKS.get(key)
+    return check is None or check(value)
+
+
+def usable_slot_state(slot_state: Any) -> dict[str, Any]:
+    """The slot state as the oracle reads it: a value of a type it cannot use counts as absent, as an empty
+    value already does (contract.md section 7), so the output stays contract-valid whatever the slot state
+    holds. Usable values (every labelled turn's) are kept unchanged; a non-object is ``{}``."""
+    if not isinstance(slot_state, dict):
+        return {}
+    if not any(k in slot_state and not check(slot_state[k]) for k, check in SLOT_VALUE_CHECKS.items()):
+        return slot_state
+    return {k: v for k, v in slot_state.items() if slot_value_usable(k, v)}
+
 
 _RENDER_SLOT_KEYS: dict[str, Callable[[Any], Any]] = {
     "region": region, "check_in_date": iso_date, "check_out_date": iso_date, "party": party,
     "picked_flight_offer_id": text,
 }
-
-
-def _render_usable(key: str, value: Any) -> bool:
-    if key == "region":
-        return isinstance(value, dict) and all(
-            value.get(k) is None or isinstance(value.get(k), str) for k in ("label", "city_code"))
-    if key in ("check_in_date", "check_out_date"):
-        return isinstance(value, str) and iso_date(value) == value
-    if key == "party":
-        return isinstance(value, dict)
-    return isinstance(value, str)
 
 
 def normalise_render_slot_state(slot_state: dict[str, Any], clears: list[str] | tuple[str, ...] = (),
@@ -784,10 +837,10 @@ def normalise_render_slot_state(slot_state: dict[str, Any], clears: list[str] | 
     out = {k: v for k, v in slot_state.items() if k not in clears}
     for key, coercer in _RENDER_SLOT_KEYS.items():
         value = out.get(key)
-        if value is None or value == "" or _render_usable(key, value):
+        if value is None or value == "" or slot_value_usable(key, value):
             continue
         coerced = coercer(value)
-        if coerced is _MISS or not _render_usable(key, coerced):
+        if coerced is _MISS or not slot_value_usable(key, coerced):
             out.pop(key)
             notes.add(f"{path}.{key}", "slot_state.value_invalid")
         else:

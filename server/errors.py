@@ -1,7 +1,8 @@
 """Error responses: FastAPI's ``{"detail": ...}`` on the planner endpoints, OpenAI's
 ``{"error": {message, type, param, code}}`` under ``/v1``. Never a traceback.
 
-- invalid JSON -> 400; JSON of the wrong shape -> 422 with one entry per field;
+- invalid JSON -> 400; JSON of the wrong shape -> 422 with one entry per field on the planner endpoints,
+  400 naming the first field in ``error.param`` on the OpenAI API (as OpenAI and vLLM answer it);
 - body over ``max_body_bytes`` -> 413 (checked on the raw stream, see :mod:`server.app`);
 - missing or wrong API key -> 401; anything unexpected -> 500 with a fixed message;
 - a pass that fell back under ``fallback.serve = error`` -> 503 in the OpenAI shape on every path, with
@@ -45,9 +46,12 @@ class ApiError(Exception):
     """An error answered with ``status``; rendered in the planner or the OpenAI shape by path."""
 
     def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
-                 detail: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> None:
+                 detail: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None,
+                 openai_status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.openai_status = openai_status
+        """The status on the OpenAI API when it differs (a request of the wrong shape: 400, not 422)."""
         self.message = message
         self.code = code or _DEFAULT_CODES.get(status, "error")
         self.param = param
@@ -104,11 +108,14 @@ PLANNER_ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": FieldErrors, "description": "JSON of the wrong shape; one message per field."},
 }
 OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": OpenAIError, "description": "Invalid JSON, bad input content, or a foreign response_format."},
+    400: {"model": OpenAIError, "description": "Invalid JSON, a request or pass input of the wrong shape or type "
+          "(error.param names the field, e.g. stream, max_tokens, messages.0.content.turn.slot_state), an "
+          "unsupported parameter (tools, n > 1), or a foreign response_format."},
     401: {"model": OpenAIError, "description": "Missing or wrong API key (when one is configured)."},
     404: {"model": OpenAIError, "description": "Unknown model."},
     413: {"model": OpenAIError, "description": "Body over the size limit."},
-    422: {"model": OpenAIError, "description": "JSON of the wrong shape."},
+    422: {"model": OpenAIError, "description": "render.fixtures = refuse and the render request has no "
+          "tool_summary."},
 }
 
 
@@ -184,12 +191,28 @@ def error_response(path: str, status: int, message: str, *, code: str | None = N
                         headers=headers)
 
 
+#: pydantic's names of union members in an error's ``loc`` (``str``, ``list[str]``, ``literal['a']``,
+#: ``function-after[...]``): not fields, so left out of the path a client reads
+_UNION_TAG = re.compile(r"^(?:str|int|float|bool|bytes|none|[a-z][a-z-]*\[.*\])$", re.DOTALL)
+
+
 def field_errors(errors: list[Any], prefix: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:
-    """Pydantic/FastAPI errors -> ``[{loc, msg, type}]`` (the offending input is not echoed)."""
-    out = []
+    """Pydantic/FastAPI errors -> ``[{loc, msg, type}]`` (the offending input is not echoed). The ``loc`` is
+    the field path (union member names dropped); the members' errors at one path are one entry."""
+    out: list[dict[str, Any]] = []
+    seen: dict[tuple[str | int, ...], dict[str, Any]] = {}
     for err in errors[:50]:
-        loc = [*prefix, *(p for p in err.get("loc", ()) if isinstance(p, str | int))]
-        out.append({"loc": loc, "msg": str(err.get("msg", "invalid"))[:500], "type": str(err.get("type", "value_error"))})
+        loc = [*prefix, *(p for p in err.get("loc", ()) if isinstance(p, int)
+                          or (isinstance(p, str) and not _UNION_TAG.match(p)))]
+        msg = str(err.get("msg", "invalid"))[:500]
+        same = seen.get(tuple(loc))
+        if same is not None:
+            if msg not in same["msg"]:
+                same["msg"] = f"{same['msg']}, or {msg[:1].lower()}{msg[1:]}"[:1000]
+            continue
+        entry = {"loc": loc, "msg": msg, "type": str(err.get("type", "value_error"))}
+        seen[tuple(loc)] = entry
+        out.append(entry)
     return out
 
 
@@ -198,18 +221,44 @@ def summary(detail: list[dict[str, Any]]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def validation_error(exc: ValidationError, prefix: tuple[str | int, ...] = ("body",)) -> ApiError:
-    detail = field_errors(exc.errors(include_url=False, include_input=False), prefix)
+def _param(detail: list[dict[str, Any]]) -> str | None:
     first = detail[0]["loc"] if detail else []
-    param = ".".join(str(p) for p in first if p != "body") or None
-    return ApiError(422, summary(detail), param=param, detail=detail)
+    return ".".join(str(p) for p in first if p != "body") or None
+
+
+def _shape_code(detail: list[dict[str, Any]]) -> str:
+    """OpenAI's codes for a parameter of the wrong shape: ``missing_required_parameter``, ``invalid_type``
+    or ``invalid_value`` (from the first field's pydantic error type)."""
+    kind = str(detail[0]["type"]) if detail else ""
+    if kind == "missing":
+        return "missing_required_parameter"
+    if kind.endswith(("_type", "_parsing")) or kind in ("model_attributes_type", "union_tag_invalid"):
+        return "invalid_type"
+    return "invalid_value"
+
+
+def shape_error(detail: list[dict[str, Any]]) -> ApiError:
+    """JSON of the wrong shape: 422 with ``detail`` on the planner endpoints, 400 on the OpenAI API."""
+    return ApiError(422, summary(detail), param=_param(detail), detail=detail, openai_status=400,
+                    code=_shape_code(detail))
+
+
+def validation_error(exc: ValidationError, prefix: tuple[str | int, ...] = ("body",)) -> ApiError:
+    return shape_error(field_errors(exc.errors(include_url=False, include_input=False), prefix))
+
+
+def api_error_response(path: str, exc: ApiError) -> JSONResponse:
+    if exc.openai_status is not None and is_openai_path(path):
+        return error_response(path, exc.openai_status, exc.message, code=exc.code, param=exc.param,
+                              headers=exc.headers)
+    return error_response(path, exc.status, exc.message, code=exc.code, param=exc.param, detail=exc.detail,
+                          headers=exc.headers)
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(request.url.path, exc.status, exc.message, code=exc.code, param=exc.param,
-                              detail=exc.detail, headers=exc.headers)
+        return api_error_response(request.url.path, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -218,10 +267,7 @@ def install(app: FastAPI) -> None:
         if bad_json is not None:
             reason = (bad_json.get("ctx") or {}).get("error", "JSON decode error")
             return error_response(request.url.path, 400, f"invalid JSON body: {reason}", code="invalid_json")
-        detail = field_errors(errors)
-        first = detail[0]["loc"] if detail else []
-        param = ".".join(str(p) for p in first if p != "body") or None
-        return error_response(request.url.path, 422, summary(detail), param=param, detail=detail)
+        return api_error_response(request.url.path, shape_error(field_errors(errors)))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -6,6 +6,12 @@ tool_summary?}`` for render); system messages are ignored. ``response_format`` m
 ``text``, ``json_object``, or ``json_schema`` with the pass's contract schema (the pydantic schema,
 the exported file, or the strict form the ``openai`` engine sends); any other schema is refused
 with 400, as is a foreign schema in vLLM's ``structured_outputs.json`` / ``guided_json``.
+
+Request parameters are typed as OpenAI types them, strictly (``stream: "yes"`` is not a boolean): a wrong
+type or value is a 400 whose ``error.param`` names it. ``stream: true`` is served as server-sent chunks;
+``max_tokens`` / ``max_completion_tokens`` must be positive integers and are not applied (the answer is
+always the whole contract document); ``tools``, ``tool_choice``, ``functions`` and ``logprobs`` are refused
+with a 400 (the answer is the pass output, never a tool call), except an explicit ``tool_choice: "none"``.
 """
 
 from __future__ import annotations
@@ -15,11 +21,11 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from contracts.planner import Notes
 from contracts.turn import RenderRequest, Turn
@@ -80,19 +86,50 @@ class ResponseFormat(BaseModel):
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
-    include_usage: bool | None = False
+    include_usage: StrictBool | None = False
+
+
+PositiveInt = Annotated[int, Field(strict=True, ge=1)]
+Temperature = Annotated[float, Field(strict=True, ge=0, le=2)]
+Probability = Annotated[float, Field(strict=True, ge=0, le=1)]
+Penalty = Annotated[float, Field(strict=True, ge=-2, le=2)]
+TopLogprobs = Annotated[int, Field(strict=True, ge=0, le=20)]
+_TOOLS_DOC = ("Refused (400): the answer is the pass output, never a tool call; only an explicit tool_choice "
+              "\"none\" is accepted.")
 
 
 class ChatCompletionRequest(BaseModel):
-    """The OpenAI chat request; sampling parameters are accepted and ignored (decoding is deterministic)."""
+    """The OpenAI chat request, typed strictly as OpenAI types it (a wrong type is a 400 naming the
+    parameter). Sampling parameters are checked and otherwise ignored (decoding is deterministic)."""
 
     model_config = ConfigDict(extra="allow")
-    model: str
+    model: StrictStr
     messages: list[ChatMessage] = Field(min_length=1)
     response_format: ResponseFormat | None = None
-    stream: bool | None = False
+    stream: StrictBool | None = Field(default=False, description="true: the answer as server-sent "
+                                      "chat.completion.chunk events ending with data: [DONE].")
     stream_options: StreamOptions | None = None
-    n: int | None = 1
+    n: StrictInt | None = Field(default=1, description="Only 1 is supported.")
+    max_tokens: PositiveInt | None = Field(default=None, description="A positive integer; not applied: the "
+                                           "answer is always the whole contract document (a cut document "
+                                           "would not be valid JSON).")
+    max_completion_tokens: PositiveInt | None = Field(default=None, description="As max_tokens.")
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    seed: StrictInt | None = None
+    stop: StrictStr | list[StrictStr] | None = None
+    user: StrictStr | None = None
+    logprobs: StrictBool | None = Field(default=None, description="true is refused (400): no token "
+                                        "log-probabilities are computed.")
+    top_logprobs: TopLogprobs | None = None
+    tools: list[dict[str, Any]] | None = Field(default=None, description=_TOOLS_DOC)
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = Field(default=None,
+                                                                                    description=_TOOLS_DOC)
+    parallel_tool_calls: StrictBool | None = None
+    functions: list[dict[str, Any]] | None = Field(default=None, description=_TOOLS_DOC)
+    function_call: Literal["none", "auto"] | dict[str, Any] | None = Field(default=None, description=_TOOLS_DOC)
 
 
 class AssistantMessage(BaseModel):
@@ -200,6 +237,26 @@ def check_response_format(pass_: str, body: ChatCompletionRequest) -> None:
                            code="invalid_response_format")
 
 
+def check_unsupported(body: ChatCompletionRequest) -> None:
+    """Parameters this server cannot honour are refused, never silently dropped: n > 1, tool calling
+    (``tools``/``functions`` unless ``tool_choice``/``function_call`` is ``"none"``), log-probabilities."""
+    if body.n not in (None, 1):
+        raise ApiError(400, "only n=1 is supported", param="n", code="unsupported_parameter")
+    for tools, choice, name, choice_name in ((body.tools, body.tool_choice, "tools", "tool_choice"),
+                                             (body.functions, body.function_call, "functions", "function_call")):
+        if choice not in (None, "none"):
+            raise ApiError(400, f"{choice_name} is not supported: this server answers the pass contract as the "
+                           "message content, never a tool call (only \"none\" is accepted)", param=choice_name,
+                           code="unsupported_parameter")
+        if tools and choice != "none":
+            raise ApiError(400, f"{name} are not supported: this server answers the pass contract as the message "
+                           f"content, never a tool call (send {choice_name}: \"none\" to keep the list)",
+                           param=name, code="unsupported_parameter")
+    if body.logprobs or body.top_logprobs:
+        param = "logprobs" if body.logprobs else "top_logprobs"
+        raise ApiError(400, "log-probabilities are not supported", param=param, code="unsupported_parameter")
+
+
 def pass_input(pass_: str, body: ChatCompletionRequest) -> tuple[Any, int]:
     """The parsed, validated pass input from the last user message, and that message's index."""
     index = next((i for i in range(len(body.messages) - 1, -1, -1) if body.messages[i].role == "user"), None)
@@ -279,8 +336,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, x_engi
         raise ApiError(404, f"the model {body.model[:100]!r} does not exist: use travel-extract, travel-render "
                        "or a configured alias", param="model", code="model_not_found")
     context(request)["pass"] = pass_
-    if body.n not in (None, 1):
-        raise ApiError(400, "only n=1 is supported", param="n", code="unsupported_parameter")
+    check_unsupported(body)
     check_response_format(pass_, body)
     parsed, index = pass_input(pass_, body)
     engine = resolve_engine(request, pass_, x_engine)

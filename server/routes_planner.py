@@ -40,6 +40,7 @@ from server.errors import (
     fallback_detail,
     fallback_error,
     field_errors,
+    shape_error,
 )
 
 log = logging.getLogger("travel_slm.planner")
@@ -225,14 +226,12 @@ def normalised_turn(turn: dict[str, Any], notes: Notes) -> dict[str, Any]:
 def checked_extraction(extraction: Any, prefix: tuple[str | int, ...], notes: Notes) -> tuple[dict[str, Any],
                                                                                               list[str]]:
     """A caller-supplied extraction in any live shape -> the contract's, and the slots it clears with null;
-    422 naming the field only when it is not an object with slot_updates, tool_requests and render_intent."""
+    422 (400 on the OpenAI API) naming the field only when it is not an object with slot_updates,
+    tool_requests and render_intent."""
     try:
         return normalise_extraction(extraction, notes)
     except ExtractionShapeError as exc:
-        detail = field_errors(exc.errors, prefix)
-        raise ApiError(422, "; ".join(f"{'.'.join(str(p) for p in d['loc'] if p != 'body')}: {d['msg']}"
-                                      for d in detail),
-                       param=".".join(str(p) for p in detail[0]["loc"] if p != "body"), detail=detail) from None
+        raise shape_error(field_errors(exc.errors, prefix)) from None
 
 
 def shadow_task(

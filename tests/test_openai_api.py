@@ -176,15 +176,17 @@ def test_bad_inputs_have_the_openai_error_shape(default_server: str) -> None:
     err = check(httpx.post(url, json={"model": "travel-extract",
                                       "messages": [{"role": "user", "content": "not json"}]}), 400)
     assert err["param"] == "messages.0.content" and err["code"] == "invalid_json"
+    # a request or pass input of the wrong shape is a 400 naming the field, as OpenAI and vLLM answer it
     err = check(httpx.post(url, json={"model": "travel-extract", "messages": _messages({"event_payload": "x"})}),
-                422)
-    assert err["param"] == "messages.1.content.event_payload"
+                400)
+    assert err["param"] == "messages.1.content.event_payload" and err["code"] == "invalid_type"
     err = check(httpx.post(url, json={"model": "travel-render", "messages": _messages({"turn": {},
-                                                                                      "extraction": {}})}), 422)
+                                                                                      "extraction": {}})}), 400)
     assert err["param"].startswith("messages.1.content.extraction")
-    check(httpx.post(url, json={"model": "travel-render", "messages": _messages(HOTELS)}), 422)  # not {turn}
-    check(httpx.post(url, json={"model": "travel-extract", "messages": []}), 422)
-    check(httpx.post(url, json={"messages": _messages(HOTELS)}), 422)
+    err = check(httpx.post(url, json={"model": "travel-render", "messages": _messages(HOTELS)}), 400)  # not {turn}
+    assert err["param"] == "messages.1.content.turn" and err["code"] == "missing_required_parameter"
+    assert check(httpx.post(url, json={"model": "travel-extract", "messages": []}), 400)["param"] == "messages"
+    assert check(httpx.post(url, json={"messages": _messages(HOTELS)}), 400)["param"] == "model"
     err = check(httpx.post(url, json={"model": "travel-extract",
                                       "messages": [{"role": "system", "content": "{}"}]}), 400)
     assert err["code"] == "missing_user_message"
@@ -204,3 +206,66 @@ def test_content_parts_and_the_last_user_message(client: openai.OpenAI) -> None:
     ])
     assert a.choices[0].message.content == b.choices[0].message.content
     assert "hotelbeds.search_hotels" in (a.choices[0].message.content or "")
+
+
+# --- request parameters: typed as OpenAI types them (issue 11, small HTTP fixes) --------------------------------
+
+
+@pytest.mark.parametrize(("params", "param", "code"), [
+    ({"stream": "yes"}, "stream", "invalid_type"),
+    ({"stream": 1}, "stream", "invalid_type"),
+    ({"stream": True, "stream_options": {"include_usage": "yes"}}, "stream_options.include_usage", "invalid_type"),
+    ({"max_tokens": -1}, "max_tokens", "invalid_value"),
+    ({"max_tokens": 0}, "max_tokens", "invalid_value"),
+    ({"max_tokens": "100"}, "max_tokens", "invalid_type"),
+    ({"max_tokens": 1.5}, "max_tokens", "invalid_type"),
+    ({"max_completion_tokens": -5}, "max_completion_tokens", "invalid_value"),
+    ({"temperature": 3}, "temperature", "invalid_value"),
+    ({"temperature": "0"}, "temperature", "invalid_type"),
+    ({"top_p": 1.5}, "top_p", "invalid_value"),
+    ({"n": "2"}, "n", "invalid_type"),
+    ({"seed": "7"}, "seed", "invalid_type"),
+    ({"stop": 5}, "stop", "invalid_type"),
+    ({"tools": "search"}, "tools", "invalid_type"),
+    ({"tools": [{"type": "function", "function": {"name": "search_hotels", "parameters": {}}}]}, "tools",
+     "unsupported_parameter"),
+    ({"tool_choice": "auto"}, "tool_choice", "unsupported_parameter"),
+    ({"tool_choice": {"type": "function", "function": {"name": "x"}}}, "tool_choice", "unsupported_parameter"),
+    ({"functions": [{"name": "f", "parameters": {}}]}, "functions", "unsupported_parameter"),
+    ({"function_call": "auto"}, "function_call", "unsupported_parameter"),
+    ({"logprobs": True}, "logprobs", "unsupported_parameter"),
+    ({"top_logprobs": 3}, "top_logprobs", "unsupported_parameter"),
+])
+def test_wrong_parameters_are_400_naming_the_param(client: openai.OpenAI, params: dict[str, Any], param: str,
+                                                   code: str) -> None:
+    """Before: ``stream: "yes"`` streamed, ``max_tokens: -1`` and ``tools`` were silently accepted."""
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="travel-extract", messages=_messages(HOTELS), extra_body=params)
+    err = info.value.body
+    assert isinstance(err, dict) and err["param"] == param and err["code"] == code, err
+    assert info.value.status_code == 400
+
+
+def test_accepted_parameters_change_nothing(client: openai.OpenAI) -> None:
+    """max_tokens (a positive integer) is not applied: the answer is the whole contract document, whatever
+    the limit; sampling parameters are checked and ignored; tool_choice "none" keeps a tools list unused."""
+    plain = client.chat.completions.create(model="travel-extract", messages=_messages(HOTELS))
+    tools = [{"type": "function", "function": {"name": "search_hotels", "parameters": {"type": "object"}}}]
+    for kwargs in ({"max_tokens": 1}, {"max_completion_tokens": 3}, {"temperature": 0, "top_p": 1, "seed": 7,
+                                                                       "stop": ["\n"], "presence_penalty": 0.5,
+                                                                       "frequency_penalty": -0.5, "user": "u"},
+                   {"tools": tools, "tool_choice": "none"}, {"tools": []}, {"logprobs": False}, {"n": 1}):
+        out = client.chat.completions.create(model="travel-extract", messages=_messages(HOTELS), **kwargs)  # type: ignore[call-overload]
+        assert out.choices[0].message.content == plain.choices[0].message.content, kwargs
+        assert out.choices[0].finish_reason == "stop" and out.choices[0].message.tool_calls is None
+        assert json.loads(out.choices[0].message.content or "")
+
+
+def test_stream_true_is_served_with_max_tokens(client: openai.OpenAI) -> None:
+    """stream=true with the client's streaming API: the same answer as chunks, max_tokens not applied."""
+    plain = client.chat.completions.create(model="travel-render", messages=_messages({"turn": HOTELS}))
+    stream = client.chat.completions.create(model="travel-render", messages=_messages({"turn": HOTELS}),
+                                            stream=True, max_tokens=5)
+    pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    assert "".join(pieces) == plain.choices[0].message.content
+    assert len(pieces) > 2  # really streamed in pieces

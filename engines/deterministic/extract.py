@@ -6,6 +6,7 @@ import re
 from datetime import date
 from typing import Any
 
+from contracts.planner import MAX_CHILDREN, is_count, is_real_date, usable_slot_state
 from engines.deterministic import rules as R
 from engines.deterministic import tools as T
 
@@ -59,24 +60,51 @@ def _any(words: tuple[str, ...], low: str) -> bool:
     return False
 
 
+def _children(value: Any) -> list[Any]:
+    """Submitted children as the contract's ``[{age?}]``: a valid list as sent; otherwise ages (ints or
+    ``{age}``) kept where valid, other entries a child of unknown age ``{}``, a count as that many."""
+    if isinstance(value, list):
+        if all(isinstance(c, dict) and _valid_child(c) for c in value):
+            return value
+        return [c if isinstance(c, dict) and _valid_child(c) else
+                {"age": c} if is_count(c) and c <= 17 else {} for c in value]
+    return [{} for _ in range(value)] if is_count(value) and value <= MAX_CHILDREN else []
+
+
+def _valid_child(child: dict[str, Any]) -> bool:
+    age = child.get("age")
+    return age is None or (is_count(age) and age <= 17)
+
+
+def _submitted_updates(val: dict[str, Any]) -> dict[str, Any]:
+    """The slot updates of a widget's submitted value. A value of the wrong type counts as absent: its
+    update is left out (the contract types of slot_updates, contract.md sections 2.2 and 7)."""
+    updates: dict[str, Any] = {}
+    if "from" in val and "to" in val and is_real_date(val["from"]) and is_real_date(val["to"]):
+        updates["check_in_date"] = val["from"]
+        updates["check_out_date"] = val["to"]
+        nights = val.get("nights")
+        updates["nights"] = nights if "nights" in val and is_count(nights) else day_diff(val["from"], val["to"])
+    if "adults" in val and is_count(val["adults"]):
+        rooms = val.get("rooms", 1)
+        updates["party"] = {"rooms": rooms if is_count(rooms) else 1, "adults": val["adults"],
+                            "children": _children(val.get("children", []))}
+    if "id" in val and "label" in val:
+        label, code, kind = val["label"], val["id"], val.get("kind", "city")
+        hit = city_hint(label) if isinstance(label, str) else None
+        if hit:
+            updates["region"] = hit
+        elif isinstance(label, str) and isinstance(code, str):
+            updates["region"] = {"label": label, "city_code": code, "country_code": "US",
+                                 "kind": kind if isinstance(kind, str) or kind is None else "city"}
+    return updates
+
+
 def _slot_updates(et: str, payload: dict[str, Any], aid: str, text: str, low: str, slot: dict[str, Any]) -> dict:
     updates: dict[str, Any] = {}
     if et == "user_widget_submit":
         val = payload["submitted_value"] if "submitted_value" in payload else payload.get("value")
-        if isinstance(val, dict):
-            if "from" in val and "to" in val:
-                updates["check_in_date"] = val["from"]
-                updates["check_out_date"] = val["to"]
-                updates["nights"] = val["nights"] if "nights" in val else day_diff(val["from"], val["to"])
-            if "adults" in val:
-                updates["party"] = {"rooms": val.get("rooms", 1), "adults": val["adults"],
-                                    "children": val.get("children", [])}
-            if "id" in val and "label" in val:
-                label = val["label"]
-                hit = city_hint(label) if isinstance(label, str) else None
-                updates["region"] = hit or {"label": label, "city_code": val["id"], "country_code": "US",
-                                            "kind": val.get("kind", "city")}
-        return updates
+        return _submitted_updates(val) if isinstance(val, dict) else updates
     if et == "user_widget_cta_click":
         if aid.startswith(R.PICK_FLIGHT_PREFIXES):
             updates["picked_flight_offer_id"] = aid.split(":", 1)[1]
@@ -104,18 +132,23 @@ def _slot_updates(et: str, payload: dict[str, Any], aid: str, text: str, low: st
             updates["party"] = {"rooms": 1, "adults": 2, "children": []}
         else:
             m = _PARTY.search(low)
-            if m:
+            if m and len(m.group(1)) <= 9:  # a longer digit run is no party (and int() of it is unbounded)
                 updates["party"] = {"rooms": 1, "adults": int(m.group(1)), "children": []}
     return updates
 
 
+def _payload(turn: dict[str, Any]) -> dict[str, Any]:
+    payload = turn.get("event_payload")
+    return payload if isinstance(payload, dict) else {}
+
+
 def event_slot_updates(turn: dict[str, Any]) -> dict[str, Any]:
     """The slot updates of a turn as the oracle reads them (free text, widget value or CTA id)."""
-    payload = turn.get("event_payload") or {}
+    payload = _payload(turn)
     aid = payload.get("action_id")
     text = payload_text(payload)
     return _slot_updates(turn.get("event_type") or "user_message", payload, aid if isinstance(aid, str) else "",
-                         text, text.lower(), turn.get("slot_state") or {})
+                         text, text.lower(), usable_slot_state(turn.get("slot_state")))
 
 
 def _refusal(turn: dict[str, Any], text: str, low: str, merged: dict[str, Any]) -> tuple[str, str] | None:
@@ -145,9 +178,13 @@ def _refusal(turn: dict[str, Any], text: str, low: str, merged: dict[str, Any]) 
 
 
 def extract(turn: dict[str, Any]) -> dict[str, Any]:
-    """turn -> ``{slot_updates, tool_requests, render_intent}``."""
-    payload = turn.get("event_payload") or {}
-    slot = turn.get("slot_state") or {}
+    """turn -> ``{slot_updates, tool_requests, render_intent}``.
+
+    Robust to any JSON in the turn: a slot or widget value of a type the oracle cannot use counts as
+    absent (:func:`contracts.planner.usable_slot_state`), so the output is always contract-valid.
+    """
+    payload = _payload(turn)
+    slot = usable_slot_state(turn.get("slot_state"))
     et = turn.get("event_type") or "user_message"
     aid = payload.get("action_id")
     if not isinstance(aid, str):

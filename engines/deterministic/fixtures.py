@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from contracts.planner import usable_slot_state
 from engines.deterministic import rules as R
 
 
@@ -13,11 +14,12 @@ def _region(slot: dict[str, Any]) -> dict[str, Any]:
 
 
 def first_tool(extraction: dict[str, Any]) -> str:
-    requests = extraction.get("tool_requests") or []
-    if not requests or not isinstance(requests[0], dict):
+    requests = extraction.get("tool_requests")
+    if not isinstance(requests, list) or not requests or not isinstance(requests[0], dict):
         return ""
     first = requests[0]
-    return first.get("tool") or first.get("tool_id") or first.get("tool_name") or ""
+    tool = first.get("tool") or first.get("tool_id") or first.get("tool_name") or ""
+    return tool if isinstance(tool, str) else ""
 
 
 def places(slot: dict[str, Any]) -> list[dict[str, Any]]:
@@ -69,9 +71,11 @@ def order(slot: dict[str, Any]) -> dict[str, Any]:
 
 
 def fixture(extraction: dict[str, Any], slot: dict[str, Any]) -> dict[str, Any]:
-    """The tool_summary for the first tool request, built from the merged slot."""
+    """The tool_summary for the first tool request, built from the merged slot (a slot value of a type
+    the oracle cannot use counts as absent)."""
     if not extraction.get("tool_requests"):
         return {"ok": True, "tool": "", "data": {}}
+    slot = usable_slot_state(slot)
     tool = first_tool(extraction)
     if tool == R.TOOL_PLACES:
         data: dict[str, Any] = {"places": places(slot)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from contracts.planner import is_real_date, usable_slot_state
 from engines.deterministic import rules as R
 from engines.deterministic.extract import extract
 from engines.deterministic.fixtures import fixture, offer
@@ -100,21 +101,27 @@ def _hotel_booking(data: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
+def _date(slot: dict[str, Any], key: str, default: str) -> str:
+    value = slot.get(key)
+    return value if is_real_date(value) else default
+
+
 def _payload(widget_type: str, variant: str, slot: dict[str, Any], ts: dict[str, Any]) -> dict[str, Any]:
+    slot = usable_slot_state(slot)
     region = _region(slot)
     label = region.get("label") or ""
     data = _data(ts)
     if widget_type == "itinerary_summary":
         return {"destination": label or "Destination",
-                "dates": {"from": slot.get("check_in_date") or R.SUMMARY_DEFAULT_DATES[0],
-                          "to": slot.get("check_out_date") or R.SUMMARY_DEFAULT_DATES[1]},
+                "dates": {"from": _date(slot, "check_in_date", R.SUMMARY_DEFAULT_DATES[0]),
+                          "to": _date(slot, "check_out_date", R.SUMMARY_DEFAULT_DATES[1])},
                 "traveller_party": slot.get("party") or {"adults": 1, "rooms": 1, "children": []}}
     if widget_type == "calendar_view":
         return {"trip_id": "trip_" + (region.get("city_code") or "X"), "editable": variant == "full"}
     if widget_type == "place_list":
-        return {"title": "Top places in " + label, "items": data.get("places") or []}
+        return {"title": "Top places in " + label, "items": _list(data, "places")}
     if widget_type == "flight_list":
-        offers = data.get("offers") or []
+        offers = _list(data, "offers")
         flights = {"title": "Flights to " + label, "items": offers, "total_count": len(offers),
                    "currency": _currency(offers)}
         emphasis = _emphasis(data, offers)
@@ -122,9 +129,9 @@ def _payload(widget_type: str, variant: str, slot: dict[str, Any], ts: dict[str,
             flights["emphasis_offer_id"] = emphasis
         return flights
     if widget_type == "flight_card":
-        return (data.get("offers") or [offer(slot, 1)])[0]
+        return (_list(data, "offers") or [offer(slot, 1)])[0]
     if widget_type == "hotel_list":
-        hotels = data.get("hotels") or []
+        hotels = _list(data, "hotels")
         return {"title": "Hotels in " + label, "items": hotels, "total_count": len(hotels)}
     if widget_type == "activity_list":
         activities = _list(data, "activities")
@@ -159,9 +166,11 @@ def build_envelope(widget_type: str, variant: str, slot: dict[str, Any], tool_su
 
 def render_plan(extraction: dict[str, Any], tool_summary: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
     """The oracle's choice: ``(bot_message, [(widget_type, variant), ...])`` (first matching row)."""
-    ri = extraction.get("render_intent") or {}
+    ri = extraction.get("render_intent")
+    ri = ri if isinstance(ri, dict) else {}
     kind = ri.get("kind") or "summarize"
-    missing = ri.get("missing") or []
+    missing = ri.get("missing")
+    missing = missing if isinstance(missing, list) else []
     data = _data(tool_summary)
     if not tool_summary.get("ok", True) and tool_summary.get("tool"):
         return R.MSG_PROVIDER_ERROR, [("error_card", "default")]
@@ -197,8 +206,9 @@ def render_plan(extraction: dict[str, Any], tool_summary: dict[str, Any]) -> tup
 
 
 def merged_slot(turn: dict[str, Any], extraction: dict[str, Any]) -> dict[str, Any]:
+    slot = turn.get("slot_state")
     updates = extraction.get("slot_updates")
-    return {**(turn.get("slot_state") or {}), **(updates if isinstance(updates, dict) else {})}
+    return {**(slot if isinstance(slot, dict) else {}), **(updates if isinstance(updates, dict) else {})}
 
 
 def render(
