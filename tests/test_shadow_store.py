@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engines.shadow.redact import CARD, EMAIL, PHONE, redact, redact_record, redact_text
-from engines.shadow.store import ShadowStore, StoreURLError, read_store, store_path
+from engines.shadow.store import ShadowStore, StoreURLError, parse_store_url, read_store, redact_dsn, store_path
 
 
 def _record(i: int, *, ts: str | None = None, text: str = "hello", pass_: str = "extract") -> dict:
@@ -66,9 +66,31 @@ def test_store_url_forms(tmp_path: Path) -> None:
     assert store_path("sqlite:///shadow.db") == Path("shadow.db")
     assert store_path(f"sqlite:///{tmp_path}/s.db") == tmp_path / "s.db"
     assert store_path(str(tmp_path / "x.db")) == tmp_path / "x.db"
-    for bad in ("postgres://h/db", "sqlite:///", "sqlite:///:memory:"):
+    for server in ("postgresql://u:pw@db:5432/shadow", "postgres://db/shadow", "postgresql:///shadow?host=/run/pg"):
+        target = parse_store_url(server)
+        assert target.backend == "postgresql" and target.path is None and store_path(server) is None
+    for bad in ("mysql://h/db", "sqlite:///", "sqlite:///:memory:", "sqlite://relative.db", "postgresql://"):
         with pytest.raises(StoreURLError):
             store_path(bad)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://travel:s3cr%40t@db.internal:5432/shadow?sslmode=require",
+     "postgresql://travel:***@db.internal:5432/shadow?sslmode=require"),
+    ("postgres://travel@db/shadow?password=s3cr%40t&connect_timeout=3",
+     "postgres://travel@db/shadow?password=***&connect_timeout=3"),
+    ("postgresql://db/shadow", "postgresql://db/shadow"),
+])
+def test_a_dsn_is_shown_without_its_password(url: str, shown: str) -> None:
+    target = parse_store_url(url)
+    assert redact_dsn(url) == target.display == shown
+    # the password is scrubbed from any text, raw or URL-encoded, and so is the whole DSN
+    text = f"could not connect with {url}: password s3cr@t / s3cr%40t rejected"
+    scrubbed = target.scrub(text)
+    if "s3cr" in url:
+        assert "s3cr" not in scrubbed and "***" in scrubbed
+    else:
+        assert scrubbed == text  # nothing secret to remove
 
 
 # -- writing ---------------------------------------------------------------------------------------

@@ -27,12 +27,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.stats import percentile  # the one nearest-rank percentile, shared with eval and the benches
 from engines.agreement import EXTRACT_FIELDS, FIELDS, RENDER_FIELDS
+
+if TYPE_CHECKING:
+    from engines.shadow.store_base import StoreReader
 
 #: gate targets of service.md section 5 (value >= target)
 GATE_TARGETS: dict[str, float] = {
@@ -349,20 +352,25 @@ def evaluate_gate(
                 min_turns_per_class=min_turns_per_class, p95_target_ms=p95_target_ms)
 
 
-def _sql_figures(conn: Any, since: float | None) -> tuple[dict[str, _PassFigures], dict[str, dict[str, _Group]]]:
-    """The report's counts and percentiles with SQL aggregates: no record is loaded into Python."""
-    from engines.shadow.store import AGREE_COLUMNS, report_columns
+def _sql_figures(reader: StoreReader, since: float | None
+                 ) -> tuple[dict[str, _PassFigures], dict[str, dict[str, _Group]]]:
+    """The report's counts and percentiles with SQL aggregates: no record is loaded into Python.
 
-    col = report_columns(conn)
+    The SQL is the subset SQLite and PostgreSQL run the same way (CASE instead of boolean arithmetic, no
+    output alias in WHERE), so both backends give the same report; nearest-rank percentiles are one
+    ``ORDER BY ... LIMIT 1 OFFSET rank - 1`` each (the database sorts, in its own bounded memory)."""
+    from engines.shadow.store import AGREE_COLUMNS
+
+    col = reader.columns
     where = "pass IN ('extract', 'render')" + ("" if since is None else " AND ts >= ?")
     args: tuple[Any, ...] = () if since is None else (since,)
     agree_sql = ", ".join(f"SUM({col[c]}), COUNT({col[c]})" for c in AGREE_COLUMNS.values())
     per_class: dict[str, dict[str, _Group]] = defaultdict(dict)
     groups: dict[str, _Group] = {}
     sql = (f"SELECT pass, {col['class']} AS cls, COUNT(*), SUM({col['fell_back']}), SUM({col['has_doc']}), "
-           f"SUM({col['has_doc']} AND {col['schema_ok']}), {agree_sql} FROM shadow_records WHERE {where} "
-           "GROUP BY pass, cls")
-    for row in conn.execute(sql, args):
+           f"SUM(CASE WHEN {col['has_doc']} = 1 AND {col['schema_ok']} = 1 THEN 1 ELSE 0 END), {agree_sql} "
+           f"FROM shadow_records WHERE {where} GROUP BY pass, cls")
+    for row in reader.query(sql, args):
         p, cls, n, fb, docs, ok = row[0], str(row[1]), int(row[2]), int(row[3] or 0), int(row[4] or 0), int(row[5] or 0)
         g = _Group(records=n, fell_back=fb, with_doc=docs, schema_ok=ok)
         for i, f in enumerate(AGREE_COLUMNS):
@@ -380,15 +388,15 @@ def _sql_figures(conn: Any, since: float | None) -> tuple[dict[str, _PassFigures
             pair[0] += match
             pair[1] += total
     reasons: dict[str, dict[str, int]] = defaultdict(dict)
-    for p, reason, n in conn.execute(f"SELECT pass, {col['reason']} AS r, COUNT(*) FROM shadow_records WHERE "
-                                     f"{where} AND {col['fell_back']} GROUP BY pass, r", args):
+    for p, reason, n in reader.query(f"SELECT pass, {col['reason']} AS r, COUNT(*) FROM shadow_records WHERE "
+                                     f"{where} AND {col['fell_back']} = 1 GROUP BY pass, r", args):
         reasons[p][str(reason)] = int(n)
 
     def series(p: str, column: str) -> tuple[LatencySummary, list[int]]:
         expr = col[column]
-        cum_sql = ", ".join(f"SUM({expr} <= ?)" for _ in LATENCY_EDGES_MS)
-        row = conn.execute(f"SELECT COUNT({expr}), {cum_sql} FROM shadow_records WHERE {where} AND pass = ?",
-                           (*LATENCY_EDGES_MS, *args, p)).fetchone()
+        cum_sql = ", ".join(f"SUM(CASE WHEN {expr} <= ? THEN 1 ELSE 0 END)" for _ in LATENCY_EDGES_MS)
+        (row,) = reader.query(f"SELECT COUNT({expr}), {cum_sql} FROM shadow_records WHERE {where} AND pass = ?",
+                              (*LATENCY_EDGES_MS, *args, p))
         n = int(row[0] or 0)
         cumulative = [int(v or 0) for v in row[1:]]
         hist = [b - a for a, b in zip([0, *cumulative], cumulative, strict=False)] + [n - cumulative[-1]]
@@ -397,9 +405,9 @@ def _sql_figures(conn: Any, since: float | None) -> tuple[dict[str, _PassFigures
             if n == 0:
                 return None
             rank = max(1, math.ceil(q / 100.0 * n))
-            got = conn.execute(f"SELECT {expr} AS v FROM shadow_records WHERE {where} AND pass = ? AND v IS NOT "
-                               "NULL ORDER BY v LIMIT 1 OFFSET ?", (*args, p, rank - 1)).fetchone()
-            return None if got is None else float(got[0])
+            got = reader.query(f"SELECT {expr} FROM shadow_records WHERE {where} AND pass = ? AND {expr} IS NOT "
+                               f"NULL ORDER BY {expr} LIMIT 1 OFFSET ?", (*args, p, rank - 1))
+            return float(got[0][0]) if got else None
 
         return LatencySummary(count=n, p50=nearest_rank(50), p95=nearest_rank(95)), hist
 
@@ -413,28 +421,27 @@ def _sql_figures(conn: Any, since: float | None) -> tuple[dict[str, _PassFigures
 
 def report_from_store(url: str, *, since: float | None = None, min_turns_per_class: int = 500,
                       p95_target_ms: float = P95_TARGET_MS, extra_lost: dict[str, int] | None = None) -> ShadowReport:
-    """The report of a store, computed in SQL (bounded memory whatever the number of records).
+    """The report of a store, SQLite or PostgreSQL, computed in SQL (bounded memory whatever the number of
+    records). With PostgreSQL every pod writes to the same database, so any pod's report is the fleet's.
 
-    ``extra_lost``: losses the running server counted that are not in the file yet (it could not take them).
+    ``extra_lost``: losses the running server counted that are not in the store yet (it could not take them).
+    Raises :class:`engines.shadow.store.StoreReadError` (a redacted message) when the store cannot be read.
     """
-    from engines.shadow.store import _sum_by_pass, open_reader
+    from engines.shadow.store import parse_store_url, reading
 
     figures: dict[str, _PassFigures] = {}
     per_class: dict[str, dict[str, _Group]] = {}
     drops: dict[str, int] = {}
     lost: dict[str, int] = {}
-    conn = open_reader(url)
-    if conn is not None:
-        try:
-            figures, per_class = _sql_figures(conn, since)
-            drops = _sum_by_pass(conn, "shadow_drops", since)
-            lost = _sum_by_pass(conn, "shadow_losses", since)
-        finally:
-            conn.close()
+    with reading(url) as reader:
+        if reader is not None:
+            figures, per_class = _sql_figures(reader, since)
+            drops = reader.sum_by_pass("shadow_drops", since)
+            lost = reader.sum_by_pass("shadow_losses", since)
     for p, n in (extra_lost or {}).items():
         lost[p] = lost.get(p, 0) + n
     return _assemble(figures, per_class, drops, lost, min_turns_per_class=min_turns_per_class,
-                     p95_target_ms=p95_target_ms, store=url, since=since)
+                     p95_target_ms=p95_target_ms, store=parse_store_url(url).display, since=since)
 
 
 # -- formatting ------------------------------------------------------------------------------------

@@ -1,30 +1,38 @@
-"""The shadow store: comparison records in SQLite (one JSON object a row), written off the request path.
+"""The shadow store: comparison records (one JSON object a row), written off the request path.
+
+One interface, two backends (:mod:`engines.shadow.store_base`): ``sqlite:///path.db`` (the default, one file
+per process, :mod:`engines.shadow.store_sqlite`) and ``postgresql://...`` (one database for the whole fleet,
+:mod:`engines.shadow.store_postgres`, with ``pip install 'travel-slm[postgres]'``). Everything below holds
+for both.
 
 Writing: :class:`ShadowStore` owns one writer thread and a bounded queue. :meth:`ShadowStore.append`
 never blocks and never raises: when the queue is full the record is dropped and counted (the count
-is written as a drop). The writer commits in batches (one transaction per batch, WAL mode), applies
-retention by age and by row count, and on :meth:`ShadowStore.close` drains everything still queued
-before it stops, so a clean shutdown loses no record.
+is written as a drop). The writer commits in batches (one transaction per batch), applies retention by age
+and by row count in the database, and on :meth:`ShadowStore.close` drains everything still queued before it
+stops, so a clean shutdown loses no record.
 
-Faults degrade shadow mode only, never the live side (issue 11): the store never raises at start-up
-(a read-only directory, a corrupt or truncated file, a parent path that is a file); it reports
-``state = "failed"`` with the error, keeps retrying to open the file every ``retry_s``, and counts the
-records it cannot keep as *lost*. A failed write (a full disk) loses its batch: the records are counted
-as lost by pass (``lost``), persisted in ``shadow_losses`` as soon as a later write succeeds, and shown
-by the report, ``/v1/stats``, ``/healthz`` and the metrics. Whatever the writer loop raises, it logs,
-counts (``restarts``), reconnects and goes on; a writer thread that died anyway is restarted by the next
-:meth:`append`. A ``listener`` (the app's metrics) is told about every error and loss.
+Faults degrade shadow mode only, never the live side (issue 11): the store never raises at start-up (a
+read-only directory, a corrupt or truncated file, a parent path that is a file, a PostgreSQL server that is
+down or refuses the login); it reports ``state = "failed"`` with the error, keeps retrying every ``retry_s``,
+and counts the records it cannot keep as *lost*. A failed write (a full disk, a server that stopped) loses
+its batch: the records are counted as lost by pass (``lost``), persisted in ``shadow_losses`` as soon as a
+later write succeeds, and shown by the report, ``/v1/stats``, ``/healthz`` and the metrics. A connection that
+broke (the server stopped) is closed and opened again once the server is back. Whatever the writer loop
+raises, it logs, counts (``restarts``), reconnects and goes on; a writer thread that died anyway is restarted
+by the next :meth:`append`. A ``listener`` (the app's metrics) is told about every error and loss.
 
 A ``redactor`` (the runner passes :func:`engines.shadow.redact.redact_record`) is applied to every record
-in the writer thread, before it is serialised: nothing unredacted reaches the file. Text is written with
-:func:`engines.shadow.redact.json_line`, which escapes lone surrogates instead of failing on them.
+in the writer thread, before it is serialised: nothing unredacted reaches the store. Text is written with
+:func:`engines.shadow.redact.json_line`, which escapes lone surrogates instead of failing on them. A DSN's
+password is never logged, shown in ``/healthz`` or put in an error text (:meth:`StoreTarget.scrub`).
 
 Each row also carries the few figures the report needs (class, fell back, reason, schema validity,
 latencies, agreement per field) in columns, so the report is computed with SQL aggregates in bounded
-memory (:mod:`engines.shadow.report`); an older file is migrated on open.
+memory (:mod:`engines.shadow.report`).
 
-Reading: :func:`read_store` opens its own connection and returns the records (optionally since a
-time) and the drop counts (small stores, tests); the report reads :func:`report_columns` instead.
+Reading: :func:`reading` opens a :class:`~engines.shadow.store_base.StoreReader` (any backend error becomes
+a :class:`StoreReadError`); :func:`read_store` returns the records (optionally since a time) and the drop
+counts (small stores, tests); the report reads aggregates instead.
 """
 
 from __future__ import annotations
@@ -32,159 +40,67 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import sqlite3
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engines.agreement import FIELDS
 from engines.shadow.redact import json_line
+from engines.shadow.store_base import (
+    AGREE_COLUMNS,
+    REPORT_COLUMNS,
+    SCHEMA_VERSION,
+    Backend,
+    BackendConnection,
+    StoreReader,
+    StoreReadError,
+    StoreTarget,
+    StoreURLError,
+    backend_for,
+    parse_store_url,
+    redact_dsn,
+    report_values,
+)
+
+__all__ = [
+    "AGREE_COLUMNS",
+    "REPORT_COLUMNS",
+    "SCHEMA_VERSION",
+    "ShadowStore",
+    "StoreContents",
+    "StoreReadError",
+    "StoreTarget",
+    "StoreURLError",
+    "backend_for",
+    "iter_records",
+    "parse_store_url",
+    "read_drops",
+    "read_losses",
+    "read_store",
+    "reading",
+    "redact_dsn",
+    "report_values",
+    "store_path",
+]
 
 log = logging.getLogger("travel_slm.shadow.store")
 
-#: the report's figures, one column each (name -> SQL type), written beside the JSON record
-AGREE_COLUMNS: dict[str, str] = {f: f"a_{f.removesuffix('_match')}" for f in FIELDS}
-REPORT_COLUMNS: dict[str, str] = {
-    "class": "TEXT", "fell_back": "INTEGER", "reason": "TEXT", "has_doc": "INTEGER", "schema_ok": "INTEGER",
-    "live_ms": "REAL", "shadow_ms": "REAL", **dict.fromkeys(AGREE_COLUMNS.values(), "INTEGER"),
-}
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS shadow_records (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    pass TEXT NOT NULL,
-    record TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS shadow_records_ts ON shadow_records (ts);
-CREATE TABLE IF NOT EXISTS shadow_drops (
-    ts REAL NOT NULL,
-    pass TEXT NOT NULL,
-    n INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS shadow_drops_ts ON shadow_drops (ts);
-CREATE TABLE IF NOT EXISTS shadow_losses (
-    ts REAL NOT NULL,
-    pass TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    cause TEXT NOT NULL
-);
-"""
+#: a writer busy in one database call for longer than this is shown as stalled in /healthz
+STALL_S = 60.0
 
 
-class StoreURLError(ValueError):
-    pass
-
-
-def store_path(url: str) -> Path:
-    """The SQLite file of a store URL.
+def store_path(url: str) -> Path | None:
+    """The SQLite file of a store URL (None for a PostgreSQL store); :class:`StoreURLError` when unusable.
 
     ``sqlite:///shadow.db`` is ``shadow.db`` relative to the working directory,
     ``sqlite:////var/lib/travel-slm/shadow.db`` is absolute; a bare path is accepted as is.
     """
-    if url.startswith("sqlite:///"):
-        rest = url[len("sqlite:///"):]
-    elif "://" in url:
-        raise StoreURLError(f"unsupported shadow store {url.split('://', 1)[0]!r}: only sqlite:/// is built in")
-    else:
-        rest = url
-    if not rest or rest == ":memory:":
-        raise StoreURLError("the shadow store needs a file path (sqlite:///path/to/shadow.db)")
-    return Path(rest)
-
-
-def _legacy_expr(column: str) -> str:
-    """The SQL expression that computes a report column from the JSON record (old rows, old files)."""
-    if column == "class":
-        return "COALESCE(NULLIF(json_extract(record, '$.class'), ''), 'unknown|none')"
-    if column == "fell_back":
-        return "(CASE WHEN json_extract(record, '$.fell_back') THEN 1 ELSE 0 END)"
-    if column == "reason":
-        return "COALESCE(NULLIF(json_extract(record, '$.fallback_reason'), ''), 'unknown')"
-    if column == "has_doc":
-        return ("(IFNULL(json_type(record, CASE pass WHEN 'extract' THEN '$.shadow_extract' "
-                "ELSE '$.shadow_render' END), 'null') != 'null')")
-    if column == "schema_ok":
-        return "(IFNULL(json_type(record, '$.schema_valid'), '') = 'true')"
-    if column in ("live_ms", "shadow_ms"):
-        key = "live_latency_ms" if column == "live_ms" else "shadow_latency_ms"
-        return (f"(CASE WHEN json_type(record, '$.{key}') IN ('integer', 'real') "
-                f"THEN json_extract(record, '$.{key}') END)")
-    field_name = next(f for f, c in AGREE_COLUMNS.items() if c == column)
-    return (f"(CASE json_type(record, '$.agreement.{field_name}') WHEN 'true' THEN 1 "
-            f"WHEN 'false' THEN 0 END)")
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def report_values(record: dict[str, Any]) -> tuple[Any, ...]:
-    """The report columns of one record, in :data:`REPORT_COLUMNS` order (the same rules as :func:`_legacy_expr`
-    and :func:`engines.shadow.report.build_report`)."""
-    pass_ = record.get("pass")
-    agreement = record.get("agreement") if isinstance(record.get("agreement"), dict) else {}
-    doc = record.get("shadow_extract" if pass_ == "extract" else "shadow_render")
-    values: list[Any] = [
-        str(record.get("class") or "unknown|none"),
-        1 if record.get("fell_back") else 0,
-        str(record.get("fallback_reason") or "unknown"),
-        1 if doc is not None else 0,
-        1 if record.get("schema_valid") is True else 0,
-        _number(record.get("live_latency_ms")),
-        _number(record.get("shadow_latency_ms")),
-    ]
-    for f in AGREE_COLUMNS:
-        v = agreement.get(f)
-        values.append((1 if v else 0) if isinstance(v, bool) else None)
-    return tuple(values)
-
-
-def _has_report_columns(conn: sqlite3.Connection) -> bool:
-    have = {row[1] for row in conn.execute("PRAGMA table_info(shadow_records)")}
-    return set(REPORT_COLUMNS) <= have
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Add the report columns to a file written by an older version and fill them from the JSON."""
-    have = {row[1] for row in conn.execute("PRAGMA table_info(shadow_records)")}
-    missing = [c for c in REPORT_COLUMNS if c not in have]
-    if not missing:
-        return
-    with conn:
-        for column in missing:
-            conn.execute(f"ALTER TABLE shadow_records ADD COLUMN {column} {REPORT_COLUMNS[column]}")
-        sets = ", ".join(f"{c} = {_legacy_expr(c)}" for c in REPORT_COLUMNS)
-        conn.execute(f"UPDATE shadow_records SET {sets}")
-    log.info("shadow store migrated", extra={"columns": missing})
-
-
-def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    if readonly:
-        # mode=rw: never creates the file; a reader of a WAL database may need to create its -shm file
-        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=30.0, check_same_thread=False)
-        conn.execute("PRAGMA query_only=ON")
-        return conn
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), timeout=30.0, check_same_thread=False)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(_SCHEMA)
-        conn.commit()
-        _migrate(conn)
-        # a corrupt or truncated file can open and still fail here: find out now, not at the first write
-        row = conn.execute("PRAGMA quick_check(1)").fetchone()
-        if row is None or row[0] != "ok":
-            raise sqlite3.DatabaseError(f"quick_check: {row[0] if row else 'no answer'}")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    return parse_store_url(url).path
 
 
 def _epoch(ts: Any) -> float:
@@ -199,10 +115,6 @@ def _epoch(ts: Any) -> float:
             parsed = parsed.replace(tzinfo=UTC)
         return parsed.timestamp()
     return time.time()
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 @dataclass
@@ -220,7 +132,7 @@ _STOP = object()
 
 
 class ShadowStore:
-    """Asynchronous SQLite writer of shadow records."""
+    """Asynchronous writer of shadow records to a SQLite file or a PostgreSQL database."""
 
     def __init__(
         self,
@@ -235,8 +147,10 @@ class ShadowStore:
         redactor: Callable[[Any], Any] | None = None,
         listener: Any = None,
     ) -> None:
+        self.target = parse_store_url(url)
+        self.backend: Backend = backend_for(self.target)
         self.url = url
-        self.path = store_path(url)
+        self.path = self.target.path
         self.retention_days = retention_days
         self.retention_max_rows = retention_max_rows
         self.batch_size = batch_size
@@ -251,18 +165,25 @@ class ShadowStore:
         self._lock = threading.Lock()
         self._overflow: dict[str, int] = {}
         self._unpersisted_losses: dict[tuple[str, str], int] = {}
+        self._busy_since: float | None = None
         self.written = 0
         self.overflowed = 0
         self.write_errors = 0
         self.restarts = 0
+        self.reconnects = 0
         self.lost: dict[str, int] = {}
         self.state = "new"
         self.last_error: str | None = None
 
+    @property
+    def location(self) -> str:
+        """Where the records go, as it may be shown (a DSN without its password)."""
+        return self.target.display
+
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the writer thread, which opens (or creates, or migrates) the file. Never raises: a store
+        """Start the writer thread, which opens (or creates, or migrates) the store. Never raises: a store
         that cannot be opened reports ``state = "failed"`` and keeps retrying."""
         with self._lock:
             if self._started:
@@ -301,7 +222,7 @@ class ShadowStore:
         return sum(self.lost.values())
 
     def unpersisted_losses(self) -> dict[str, int]:
-        """Losses counted in memory that are not in ``shadow_losses`` yet (the file could not take them)."""
+        """Losses counted in memory that are not in ``shadow_losses`` yet (the store could not take them)."""
         with self._lock:
             out: dict[str, int] = {}
             for (pass_name, _cause), n in self._unpersisted_losses.items():
@@ -309,12 +230,15 @@ class ShadowStore:
             return out
 
     def health(self) -> dict[str, Any]:
-        """What ``/healthz`` and ``/v1/stats`` show about the store."""
+        """What ``/healthz`` and ``/v1/stats`` show about the store (never the DSN's password)."""
         alive = self._thread is not None and self._thread.is_alive()
-        return {"state": self.state, "ok": self.state in ("ok", "closed", "new"), "error": self.last_error,
-                "writer_alive": alive, "written": self.written, "lost": dict(self.lost), "lost_total": self.lost_total,
-                "write_errors": self.write_errors, "restarts": self.restarts, "pending": self.pending,
-                "overflowed": self.overflowed}
+        busy = self._busy_since
+        stalled = busy is not None and time.monotonic() - busy > STALL_S
+        return {"state": self.state, "ok": self.state in ("ok", "closed", "new") and not stalled,
+                "error": self.last_error, "backend": self.backend.name, "location": self.location,
+                "writer_alive": alive, "stalled": stalled, "written": self.written, "lost": dict(self.lost),
+                "lost_total": self.lost_total, "write_errors": self.write_errors, "restarts": self.restarts,
+                "reconnects": self.reconnects, "pending": self.pending, "overflowed": self.overflowed}
 
     # -- writing (any thread; never blocks, never raises) ------------------------------------------
 
@@ -370,23 +294,29 @@ class ShadowStore:
         except Exception:
             log.debug("shadow store listener %s failed", name, exc_info=True)
 
+    def _describe(self, exc: BaseException) -> str:
+        return self.target.scrub(f"{type(exc).__name__}: {exc}")[:300]
+
     def _fail(self, kind: str, exc: BaseException) -> None:
-        self.last_error = _describe(exc)
+        self.last_error = self._describe(exc)
         self.state = "failed" if kind == "open" else "degraded"
         self._notify("shadow_store_error", kind)
         self._notify("shadow_store_up", False)
 
-    def _open(self) -> sqlite3.Connection | None:
+    def _open(self) -> BackendConnection | None:
+        self._busy_since = time.monotonic()
         try:
-            conn = _connect(self.path)
+            conn = self.backend.connect()
         except Exception as exc:
             self._fail("open", exc)
             log.error("shadow store cannot be opened; shadow records are counted as lost until it can",
-                      extra={"path": str(self.path), "error": self.last_error, "retry_s": self.retry_s})
+                      extra={"store": self.location, "error": self.last_error, "retry_s": self.retry_s})
             return None
+        finally:
+            self._busy_since = None
         self.state, self.last_error = "ok", None
         self._notify("shadow_store_up", True)
-        log.info("shadow store open", extra={"path": str(self.path)})
+        log.info("shadow store open", extra={"backend": self.backend.name, "store": self.location})
         self._apply_retention(conn)
         return conn
 
@@ -403,8 +333,14 @@ class ShadowStore:
                 break
         return batch
 
+    def _drop_connection(self, conn: BackendConnection) -> None:
+        try:
+            conn.close()
+        except Exception:
+            log.debug("closing the shadow store connection failed", exc_info=True)
+
     def _run(self) -> None:
-        conn: sqlite3.Connection | None = None
+        conn: BackendConnection | None = None
         next_open = 0.0
         last_retention = time.monotonic()
         stop = False
@@ -428,26 +364,32 @@ class ShadowStore:
                     self._lose(batch, "store_unavailable")
                 else:
                     self._write(conn, batch)
-                    if stop or time.monotonic() - last_retention >= self.retention_every_s:
+                    if not conn.broken and (stop or time.monotonic() - last_retention >= self.retention_every_s):
                         self._apply_retention(conn)
                         last_retention = time.monotonic()
+                    if conn.broken:  # the server went away: reconnect (soon, then every retry_s)
+                        log.warning("shadow store connection lost; reconnecting", extra={"store": self.location})
+                        self._drop_connection(conn)
+                        self.reconnects += 1
+                        conn, next_open = None, time.monotonic() + min(self.retry_s, 1.0)
             except Exception as exc:  # never let the writer die: count, reconnect, go on
                 self.restarts += 1
                 self._fail("writer", exc)
-                log.exception("shadow store writer failed; reconnecting", extra={"restarts": self.restarts})
+                frame = traceback.extract_tb(exc.__traceback__)[-1:] or [None]
+                where = f"{frame[0].filename}:{frame[0].lineno}" if frame[0] is not None else None
+                log.error("shadow store writer failed; reconnecting",  # no traceback: its text is not scrubbed
+                          extra={"restarts": self.restarts, "error": self.last_error, "where": where})
                 self._lose(batch, "writer_error")
                 if conn is not None:
-                    try:
-                        conn.close()
-                    except Exception:
-                        log.debug("closing the shadow store after a failure failed", exc_info=True)
+                    self._drop_connection(conn)
                 conn, next_open = None, time.monotonic() + min(self.retry_s, 1.0)
             finally:
+                self._busy_since = None
                 for item in batch:
                     if isinstance(item, _Flush):
                         item.done.set()
         if conn is not None:
-            conn.close()
+            self._drop_connection(conn)
 
     def _lose(self, batch: list[Any], cause: str) -> None:
         """Count the records of ``batch`` as lost (and its drops as drops lost with them)."""
@@ -473,7 +415,7 @@ class ShadowStore:
             item = self.redactor(item)
         return (_epoch(item.get("ts")), str(item.get("pass", "unknown")), json_line(item), *report_values(item))
 
-    def _write(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+    def _write(self, conn: BackendConnection, batch: list[Any]) -> None:
         rows: list[tuple[Any, ...]] = []
         drops: dict[str, int] = {}
         unusable: dict[str, int] = {}
@@ -495,21 +437,10 @@ class ShadowStore:
             losses = dict(self._unpersisted_losses)
         if not rows and not drops and not losses:
             return
-        now = time.time()
-        columns = ", ".join(REPORT_COLUMNS)
-        marks = ", ".join("?" for _ in range(3 + len(REPORT_COLUMNS)))
+        self._busy_since = time.monotonic()
         try:
-            with conn:
-                if rows:
-                    conn.executemany(f"INSERT INTO shadow_records (ts, pass, record, {columns}) VALUES ({marks})",
-                                     rows)
-                if drops:
-                    conn.executemany("INSERT INTO shadow_drops (ts, pass, n) VALUES (?, ?, ?)",
-                                     [(now, p, n) for p, n in sorted(drops.items())])
-                if losses:
-                    conn.executemany("INSERT INTO shadow_losses (ts, pass, n, cause) VALUES (?, ?, ?, ?)",
-                                     [(now, p, n, c) for (p, c), n in sorted(losses.items())])
-        except sqlite3.Error as exc:
+            conn.write(rows, drops, losses, time.time())
+        except self.backend.errors as exc:
             self.write_errors += 1
             self._fail("write", exc)
             log.error("shadow store write failed; the batch is counted as lost",
@@ -522,6 +453,8 @@ class ShadowStore:
                 lost[row[1]] = lost.get(row[1], 0) + 1
             self._count_lost(lost, "write_failed")
             return
+        finally:
+            self._busy_since = None
         with self._lock:
             for key, n in losses.items():
                 left = self._unpersisted_losses.get(key, 0) - n
@@ -534,23 +467,18 @@ class ShadowStore:
             self.state, self.last_error = "ok", None
             self._notify("shadow_store_up", True)
 
-    def _apply_retention(self, conn: sqlite3.Connection) -> None:
+    def _apply_retention(self, conn: BackendConnection) -> None:
+        cutoff = None if self.retention_days is None else time.time() - self.retention_days * 86400.0
+        if cutoff is None and self.retention_max_rows is None:
+            return
+        self._busy_since = time.monotonic()
         try:
-            with conn:
-                if self.retention_days is not None:
-                    cutoff = time.time() - self.retention_days * 86400.0
-                    conn.execute("DELETE FROM shadow_records WHERE ts < ?", (cutoff,))
-                    conn.execute("DELETE FROM shadow_drops WHERE ts < ?", (cutoff,))
-                    conn.execute("DELETE FROM shadow_losses WHERE ts < ?", (cutoff,))
-                if self.retention_max_rows is not None:
-                    conn.execute(
-                        "DELETE FROM shadow_records WHERE id <= (SELECT id FROM shadow_records "
-                        "ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                        (self.retention_max_rows,),
-                    )
-        except sqlite3.Error as exc:
+            conn.apply_retention(cutoff, self.retention_max_rows)
+        except self.backend.errors as exc:
             self._notify("shadow_store_error", "retention")
-            log.error("shadow store retention failed", extra={"error": _describe(exc)})
+            log.error("shadow store retention failed", extra={"error": self._describe(exc)})
+        finally:
+            self._busy_since = None
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -562,71 +490,54 @@ class StoreContents:
     drops: dict[str, int]
 
 
-def open_reader(url: str) -> sqlite3.Connection | None:
-    """A read-only connection to the store, or None when the file does not exist."""
-    path = store_path(url)
-    if not path.exists():
-        return None
-    return _connect(path, readonly=True)
-
-
-def report_columns(conn: sqlite3.Connection) -> dict[str, str]:
-    """column -> the SQL expression that reads it (the column itself, or the JSON for an unmigrated file)."""
-    migrated = _has_report_columns(conn)
-    return {c: (c if migrated else _legacy_expr(c)) for c in REPORT_COLUMNS}
+@contextmanager
+def reading(url: str) -> Iterator[StoreReader | None]:
+    """A reader of the store (None when there is none yet: no SQLite file, no tables). Every error of the
+    backend, opening or reading, is raised as a :class:`StoreReadError` whose text holds no password."""
+    target = parse_store_url(url)
+    backend = backend_for(target)
+    reader: StoreReader | None = None
+    try:
+        reader = backend.open_reader()
+        yield reader
+    except StoreReadError:
+        raise
+    except backend.errors as exc:
+        raise StoreReadError(target.scrub(f"{type(exc).__name__}: {exc}")[:300]) from None
+    finally:
+        if reader is not None:
+            try:
+                reader.close()
+            except Exception:
+                log.debug("closing the shadow store reader failed", exc_info=True)
 
 
 def iter_records(url: str, since: float | None = None) -> Iterator[dict[str, Any]]:
     """Records in insertion order, optionally only those at or after ``since`` (epoch seconds)."""
-    conn = open_reader(url)
-    if conn is None:
-        return
-    try:
+    with reading(url) as reader:
+        if reader is None:
+            return
         sql = "SELECT record FROM shadow_records"
         args: tuple[Any, ...] = ()
         if since is not None:
             sql += " WHERE ts >= ?"
             args = (since,)
-        for (text,) in conn.execute(sql + " ORDER BY id", args):
+        for (text,) in reader.iterate(sql + " ORDER BY id", args):
             try:
                 yield json.loads(text)
             except ValueError:
                 log.warning("unreadable shadow record skipped")
-    finally:
-        conn.close()
-
-
-def _sum_by_pass(conn: sqlite3.Connection, table: str, since: float | None) -> dict[str, int]:
-    sql = f"SELECT pass, SUM(n) FROM {table}"
-    args: tuple[Any, ...] = ()
-    if since is not None:
-        sql += " WHERE ts >= ?"
-        args = (since,)
-    try:
-        return {p: int(n) for p, n in conn.execute(sql + " GROUP BY pass", args)}
-    except sqlite3.OperationalError:  # a file from before the table existed
-        return {}
 
 
 def read_drops(url: str, since: float | None = None) -> dict[str, int]:
-    conn = open_reader(url)
-    if conn is None:
-        return {}
-    try:
-        return _sum_by_pass(conn, "shadow_drops", since)
-    finally:
-        conn.close()
+    with reading(url) as reader:
+        return {} if reader is None else reader.sum_by_pass("shadow_drops", since)
 
 
 def read_losses(url: str, since: float | None = None) -> dict[str, int]:
     """Records lost by pass (write failures, an unusable store), as persisted in ``shadow_losses``."""
-    conn = open_reader(url)
-    if conn is None:
-        return {}
-    try:
-        return _sum_by_pass(conn, "shadow_losses", since)
-    finally:
-        conn.close()
+    with reading(url) as reader:
+        return {} if reader is None else reader.sum_by_pass("shadow_losses", since)
 
 
 def read_store(url: str, since: float | None = None) -> StoreContents:
