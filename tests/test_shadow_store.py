@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from engines.shadow.redact import CARD, EMAIL, PHONE, redact, redact_record, redact_text
-from engines.shadow.store import ShadowStore, StoreURLError, parse_store_url, read_store, redact_dsn, store_path
+from engines.shadow.store import (
+    ShadowStore,
+    StoreURLError,
+    parse_store_url,
+    read_store,
+    redact_dsn,
+    store_path,
+)
 
 
 def _record(i: int, *, ts: str | None = None, text: str = "hello", pass_: str = "extract") -> dict:
