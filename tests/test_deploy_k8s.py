@@ -33,7 +33,7 @@ yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (bash tests/i
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "deploy" / "k8s"
 BASE = K8S / "base"
-OVERLAYS = ("cpu", "gpu", "vllm-fleet", "shadow-candidate")
+OVERLAYS = ("cpu", "gpu", "vllm-fleet", "shadow-candidate", "shadow-postgres")
 K8S_VERSION = "1.32.0"
 """The oldest Kubernetes minor the manifests promise to work on (validated against its schemas)."""
 SECRET_ENV = ("TRAVEL_SLM_API_KEY", "OPENAI_API_KEY")
@@ -203,8 +203,10 @@ def test_overlay_patches_target_base_objects(overlay: str) -> None:
     for patch in kustomization.get("patches", []):
         for doc in load_docs(folder / patch["path"]):
             assert (doc["kind"], doc["metadata"]["name"]) in known, f"{patch['path']} patches nothing"
-            if doc["kind"] == "ConfigMap":
-                check_settings_env(doc["data"])
+            if doc["kind"] == "ConfigMap":  # a null value deletes the key (it must still name a setting)
+                for name in (k for k, v in doc["data"].items() if v is None):
+                    settings_field(name)
+                check_settings_env({k: v for k, v in doc["data"].items() if v is not None})
             if doc["kind"] == "Deployment":
                 names = {c["name"] for c in base_deployment["spec"]["template"]["spec"]["containers"]}
                 for c in doc["spec"]["template"]["spec"].get("containers", []):
@@ -311,9 +313,12 @@ def test_resources_security_and_writable_paths(overlay: str) -> None:
     def writable(path: str) -> bool:
         return any(path == m or path.startswith(m.rstrip("/") + "/") for m in mounts)
 
-    store = config["data"]["TRAVEL_SLM_SHADOW__STORE"]
-    assert store.startswith("sqlite:///")
-    assert writable(str(Path(store.removeprefix("sqlite:///")).parent)), store
+    if overlay == "shadow-postgres":  # the store is a database: nothing to write locally
+        assert "TRAVEL_SLM_SHADOW__STORE" not in config["data"]
+    else:
+        store = config["data"]["TRAVEL_SLM_SHADOW__STORE"]
+        assert store.startswith("sqlite:///")
+        assert writable(str(Path(store.removeprefix("sqlite:///")).parent)), store
     home = {e["name"]: e.get("value") for e in c["env"]}["HOME"]
     assert writable(home) and writable("/tmp")
 
@@ -383,6 +388,35 @@ def test_shadow_candidate_overlay_is_apart_from_the_live_deployment() -> None:
     settings = check_settings_env(one(candidate, "ConfigMap")["data"])
     assert settings.render.fixtures == "refuse"  # the planner always sends its tool_result
     assert container(one(candidate, "Deployment"))["image"] == container(one(live, "Deployment"))["image"]
+
+
+def test_shadow_postgres_overlay_reads_the_dsn_from_a_secret() -> None:
+    """Issue 12: the fleet's shadow store is a PostgreSQL database whose DSN (a password inside) comes from a
+    Secret created in the cluster; the overlay is the live deployment otherwise."""
+    live = render(str(K8S / "overlays" / "cpu"))
+    docs = render(str(K8S / "overlays" / "shadow-postgres"))
+    deployment = one(docs, "Deployment", "travel-slm")
+    c = container(deployment, "travel-slm")
+    env = {e["name"]: e for e in c["env"]}
+    store = env["TRAVEL_SLM_SHADOW__STORE"]
+    assert "value" not in store and settings_field("TRAVEL_SLM_SHADOW__STORE")[0] == ["shadow", "store"]
+    ref = store["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == ("travel-slm-shadow-store", "dsn")
+    assert ref.get("optional", False) is False  # no Secret: the pods do not start, rather than write locally
+    config = one(docs, "ConfigMap")["data"]
+    assert "TRAVEL_SLM_SHADOW__STORE" not in config  # the Secret is the one source of the store
+    # the Secret's value is read as a PostgreSQL store by the real settings (psycopg: the postgres extra)
+    settings = check_settings_env({**config, "TRAVEL_SLM_SHADOW__STORE": "postgresql://travel_slm:pw@pg:5432/shadow"})
+    from engines.shadow.store import parse_store_url
+
+    assert parse_store_url(settings.shadow.store).backend == "postgresql"
+    assert settings.shadow.enabled and settings.shadow.retention_max_rows == 1_000_000
+    assert settings.extraction_engine == "deterministic" and settings.render_engine == "deterministic"
+    assert container(one(live, "Deployment"))["image"] == c["image"]
+    assert {d["metadata"].get("namespace") for d in docs} == {None}
+    # everything else is the cpu overlay's deployment
+    live_env = container(one(live, "Deployment"))["env"]
+    assert [e for e in c["env"] if e["name"] != "TRAVEL_SLM_SHADOW__STORE"] == live_env
 
 
 def test_hpa_and_pdb_target_the_deployment() -> None:
