@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, example, given, seed, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -322,14 +322,36 @@ def client(default_server: str) -> Any:
         yield c
 
 
+#: the issue's own examples (issue 11, finding 6), always run
+_HOTELS = {"event_type": "user_message", "event_payload": {"text": "hotels in Paris"}}
+ISSUE_TURNS: list[dict[str, Any]] = [
+    {**_HOTELS, "slot_state": {"region": {"label": 7, "city_code": "PAR", "country_code": "FR"}}},
+    {**_HOTELS, "slot_state": {"party": {"adults": 2, "children": 2}}},
+    {"event_type": "user_message", "event_payload": {"text": "book it"}, "slot_state": {"picked_flight_offer_id": 123}},
+    {**_HOTELS, "tool_summary": {"ok": True, "tool": OFFERS, "data": {"offers": 5}}},
+    {"event_type": "user_widget_submit", "event_payload": {"submitted_value": {"id": "LIS", "label": 5}}},
+]
+
+
+def with_examples(name: str, docs: list[Any]) -> Callable[[Any], Any]:
+    def wrap(test: Any) -> Any:
+        for doc in docs:
+            test = example(**{name: doc})(test)
+        return test
+
+    return wrap
+
+
 @examples(200)
 @given(turn=TURNS)
+@with_examples("turn", ISSUE_TURNS)
 def test_extract_never_5xx(client: httpx.Client, turn: dict[str, Any]) -> None:
     check_planner(client.post("/extract", json={"turn": turn}), "extract")
 
 
 @examples(200)
 @given(body=RENDERS)
+@with_examples("body", [{"turn": t} for t in ISSUE_TURNS])
 def test_render_never_5xx(client: httpx.Client, body: dict[str, Any]) -> None:
     check_planner(client.post("/render", json=body), "render")
 
