@@ -115,8 +115,8 @@ class CircuitStateCollector(Collector):
     def states(self) -> dict[tuple[str, str], int]:
         """``{(engine, pass): state code}`` now."""
         breakers = self.source() if self.source is not None else {}
-        return {(_bounded(engine, ENGINES), _bounded(pass_, PASSES)): CIRCUIT_STATES.get(b.state, CIRCUIT_STATES["open"])
-                for (engine, pass_), b in sorted(breakers.items())}
+        return {(_bounded(engine, ENGINES), _bounded(pass_, PASSES)):
+                CIRCUIT_STATES.get(b.state, CIRCUIT_STATES["open"]) for (engine, pass_), b in sorted(breakers.items())}
 
     def describe(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(self.NAME, self.HELP, labels=["engine", "pass"])
