@@ -251,14 +251,13 @@ def _send(server: Server, bodies: list[tuple[str, dict[str, Any]]], n: int, thre
     Returns the requests sent per pass."""
     def one(i: int) -> str:
         path, body = bodies[i % len(bodies)]
-        with httpx.Client(timeout=60) as client:
-            r = client.post(server.base_url + path, json=body)
+        r = client.post(server.base_url + path, json=body)
         assert r.status_code == 200, (path, r.status_code, r.text[:300])
         contract = r.json()["llm_contract"]
         assert contract["engine"] == "deterministic" and contract["fallback_used"] is False
         return path.strip("/")
 
-    with ThreadPoolExecutor(threads) as pool:
+    with httpx.Client(timeout=60) as client, ThreadPoolExecutor(threads) as pool:  # keep-alive connections
         passes = list(pool.map(one, range(n)))
     server.sent += n
     return {p: passes.count(p) for p in ("extract", "render")}
@@ -321,7 +320,7 @@ def test_two_servers_one_report_every_request_counted_across_restarts(
             _settled(s)
         return sum(sent.values())
 
-    total = both(60)
+    total = both(40)
     for s in live.values():  # either server's report is the fleet's
         report = _report(s.base_url)
         assert (report["records"], report["drops"], report["lost"]) == (total, 0, 0)
@@ -339,10 +338,10 @@ def test_two_servers_one_report_every_request_counted_across_restarts(
         assert _report(live[other].base_url)["records"] == total  # the other one, meanwhile
         (live[name],) = servers(dsn)
         assert _report(live[name].base_url)["records"] == total
-        total = both(20)
+        total = both(12)
         assert _report(live[name].base_url)["records"] == total
     final = _report(live["a"].base_url)
-    assert (final["records"], final["drops"], final["lost"]) == (total, 0, 0) == (60 * 2 + 20 * 2 * 2, 0, 0)
+    assert (final["records"], final["drops"], final["lost"]) == (total, 0, 0) == (40 * 2 + 12 * 2 * 2, 0, 0)
     assert {p: v["records"] for p, v in final["passes"].items()} == sent
 
     with psycopg.connect(dsn) as conn:  # four bootstraps (two at once): one schema, one version row
@@ -487,6 +486,38 @@ def test_sql_report_equals_the_in_memory_report(dsn: str, data: st.DataObject) -
     later = [r for r in records if r["ts"] >= since]
     assert (_comparable(report_from_store(dsn, since=since, min_turns_per_class=min_turns))
             == _comparable(build_report(later, {}, min_turns_per_class=min_turns, since=since)))
+
+
+_MEASURE = """
+import json, resource, sys
+from engines.shadow.report import report_from_store
+report = report_from_store(sys.argv[1], min_turns_per_class=10)
+print(json.dumps({"records": report.records, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def test_report_memory_does_not_grow_with_the_number_of_records(cluster: Cluster) -> None:
+    """Issue 11 finding 4, on PostgreSQL: the report is SQL aggregates; the client's memory stays flat."""
+    from engines.shadow.store import REPORT_COLUMNS, ShadowStore, report_values
+    from tests.test_hardening_shadow_report import _big_record
+
+    measured = []
+    for n in (5_000, 40_000):
+        dsn = cluster.create_database(f"report_{n}_{secrets.token_hex(3)}")
+        store = ShadowStore(dsn)  # creates the schema
+        store.start()
+        assert store.flush()
+        store.close()
+        with psycopg.connect(dsn) as conn, conn.cursor() as cur, cur.copy(
+                f"COPY shadow_records (ts, pass, record, {', '.join(REPORT_COLUMNS)}) FROM STDIN") as copy:
+            for r in map(_big_record, range(n)):
+                copy.write_row((r["ts"], r["pass"], json.dumps(r), *report_values(r)))
+        proc = subprocess.run([sys.executable, "-c", _MEASURE, dsn], cwd=REPO, capture_output=True, text=True,
+                              timeout=600, check=True)
+        measured.append(json.loads(proc.stdout))
+    a, b = measured
+    assert (a["records"], b["records"]) == (5_000, 40_000)
+    assert b["maxrss_kb"] - a["maxrss_kb"] < 24 * 1024, (a, b)
 
 
 def test_a_wrong_password_is_a_store_fault_without_the_password(cluster: Cluster) -> None:
