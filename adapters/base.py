@@ -2,7 +2,9 @@
 
 An adapter loads one model (plus optional LoRA adapters), and generates text for a chat prompt
 under a JSON-Schema grammar. Grammars are compiled once per (tokenizer, schema) and cached by
-the adapter; ``prepare`` compiles them ahead of serving so that ``/readyz`` can wait for it.
+the adapter; ``prepare`` compiles them ahead of serving so that ``/readyz`` can wait for it, and
+``load_lora`` loads a per-request LoRA ahead of serving. What a runtime builds on first use (a prompt
+prefix's KV cache) is built by the engine's warm-up generations (:mod:`engines.slm.engine`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -56,6 +59,13 @@ class Adapter(ABC):
     @abstractmethod
     async def prepare(self, schemas: dict[str, str]) -> dict[str, float]:
         """Compile the grammars (``key -> JSON Schema text``); returns compile seconds per key."""
+
+    async def load_lora(self, folder: str) -> None:
+        """Load the LoRA adapter of ``folder`` (one that requests will name) ahead of serving, so that a bad
+        folder fails the start instead of the first request. The default only checks that the folder is
+        there; runtimes that load adapters lazily also load it during the engine's warm-up generations."""
+        if not Path(folder).expanduser().is_dir():
+            raise FileNotFoundError(f"LoRA folder {folder!r} does not exist")
 
     @abstractmethod
     async def generate(self, request: GenerationRequest) -> Generation:

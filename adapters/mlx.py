@@ -16,7 +16,8 @@ Speed levers, each switchable for measurement:
   (no step for the stop token).
 - **prefix reuse** (``slm.prefix_cache``): one KV cache per grammar key (per pass); the cache of
   the previous request of the same pass is trimmed back to the longest common token prefix (the
-  fixed system prompt) and reused.
+  fixed system prompt) and reused. The slm engine's warm-up generation per pass fills these caches
+  before ``/readyz`` turns 200.
 
 Concurrency: one worker thread owns MLX and the models; requests queue in order, and a
 cancelled request stops at its next step (or never starts), freeing the worker.
@@ -331,6 +332,11 @@ class MlxAdapter(Adapter):
             slot = self._slots[key] = _Slot(self._prepare_model(model))
             log.info("mlx adapter: loaded LoRA adapter %s", Path(adapter).name)
         return slot
+
+    async def load_lora(self, folder: str) -> None:
+        """The model copy with the LoRA of ``folder`` (converted from PEFT once), loaded now if it is not yet
+        (the configured ones load with the model)."""
+        await self._call(self._slot_for, folder)
 
     async def close(self) -> None:
         executor, self._executor = self._executor, None

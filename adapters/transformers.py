@@ -15,6 +15,7 @@ Decoding is a manual greedy loop over a ``DynamicCache``:
 - **prefix KV cache**: the chat-template prefix that ends right before the user content (system
   prompt + ``<|im_start|>user\\n``) is run once per (prefix, LoRA) and its KV cache copied into
   each request; the prompt must tokenize to the cached ids, else the request pays a full prefill.
+  The slm engine's warm-up generation per pass builds these caches before ``/readyz`` turns 200.
 - **concurrency**: one worker thread owns the model; requests queue on it. A cancelled request
   (client gone, timeout) sets a flag checked between steps and frees the worker.
 """
@@ -171,7 +172,8 @@ class TransformersAdapter(Adapter):
         self._bitmask: Any = None
         self._prefixes: dict[tuple[str, str | None], _Prefix] = {}
         self._loras: dict[str, str] = {}
-        self.stats = {"requests": 0, "prefix_hits": 0, "prefix_misses": 0, "cancelled": 0}
+        self.stats = {"requests": 0, "prefix_hits": 0, "prefix_misses": 0, "prefix_builds": 0, "cancelled": 0}
+        """Counts since load: generations, prompt-prefix cache hits / misses / builds, cancelled requests."""
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -268,6 +270,19 @@ class TransformersAdapter(Adapter):
         self._prefixes.clear()
 
     # --- LoRA -----------------------------------------------------------------------------------
+
+    async def load_lora(self, folder: str) -> None:
+        """Load a per-request LoRA now (PEFT wraps the model on the first one): a folder that does not load
+        fails here, at start-up, instead of at the first request that names it."""
+        await self._run(self._load_lora_sync, folder)
+
+    def _load_lora_sync(self, folder: str) -> None:
+        import torch
+
+        if self.model is None:
+            raise RuntimeError("load() the adapter before load_lora()")
+        with torch.inference_mode(), self._activate_lora(folder):
+            pass
 
     def _activate_lora(self, lora: str | None) -> contextlib.AbstractContextManager[Any]:
         if lora is None:
@@ -374,6 +389,7 @@ class TransformersAdapter(Adapter):
                 self._forward(list(prefix_ids), cache, 1)
             entry = _Prefix(prefix_ids, cache, time.perf_counter() - started)
             self._prefixes[key] = entry
+            self.stats["prefix_builds"] += 1
             log.info("prefix cache built: %d tokens in %.3f s", len(prefix_ids), entry.build_seconds)
         n = len(entry.ids)
         if n == 0 or n >= len(ids) or tuple(ids[:n]) != entry.ids:

@@ -238,6 +238,12 @@ class VllmAdapter(Adapter):
             seconds[key] = time.perf_counter() - started
         return seconds
 
+    async def load_lora(self, folder: str) -> None:
+        """Load the LoRA into the engine core now (vLLM otherwise loads it with the first request naming it)."""
+        self._ensure_loaded()
+        # False means it was loaded already; a folder that does not load raises
+        await self._engine.add_lora(self._lora_request(folder))
+
     # --- generation --------------------------------------------------------------------------------
 
     def _ensure_loaded(self) -> None:

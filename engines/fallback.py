@@ -98,6 +98,22 @@ class Served:
                 "fallback_used": self.fallback_used, "fallback_reason": self.fallback_reason,
                 "contract_version": CONTRACT_VERSION}
 
+    def trace_attributes(self) -> dict[str, str | bool | int | float]:
+        """The attributes of the pass's trace span: how it was served, never what it said. Token counts
+        (OpenTelemetry's ``gen_ai.usage.*``) only where the engine counted tokens."""
+        attributes: dict[str, str | bool | int | float] = {
+            "travel_slm.pass": self.pass_name, "travel_slm.engine": self.engine,
+            "travel_slm.adapter": self.adapter, "travel_slm.model": self.model,
+            "travel_slm.fallback_used": self.fallback_used, "travel_slm.schema_valid": self.schema_valid,
+            "travel_slm.latency_ms": self.latency_ms,
+        }
+        if self.fallback_reason is not None:
+            attributes["travel_slm.fallback_reason"] = self.fallback_reason
+        if self.prompt_tokens or self.completion_tokens:
+            attributes["gen_ai.usage.input_tokens"] = self.prompt_tokens
+            attributes["gen_ai.usage.output_tokens"] = self.completion_tokens
+        return attributes
+
 
 PassObserver = Callable[[Served], None]
 
@@ -129,7 +145,11 @@ class PassRunner:
         cooldown_s: float = 5.0,
         observers: list[PassObserver] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tracer: Any = None,
     ) -> None:
+        """``tracer``: an OpenTelemetry tracer (``server.tracing``); each pass is then a span, a child of the
+        current one, carrying :meth:`Served.trace_attributes`. None (tracing off): no span, no cost."""
+        self.tracer = tracer
         self.engines = dict(engines)
         self.oracle: Engine = self.engines.setdefault("deterministic", DeterministicEngine())
         self.timeouts_ms = timeouts_ms or {}
@@ -167,6 +187,18 @@ class PassRunner:
         return await eng.render(turn, extraction, summary)
 
     async def _serve(
+        self, pass_name: str, engine_name: str, turn: dict[str, Any], extraction: Any, summary: Any,
+        deadline: float | None = None,
+    ) -> Served:
+        if self.tracer is None:
+            return await self._serve_pass(pass_name, engine_name, turn, extraction, summary, deadline)
+        with self.tracer.start_as_current_span(f"pass {pass_name}") as span:
+            served = await self._serve_pass(pass_name, engine_name, turn, extraction, summary, deadline)
+            if span.is_recording():
+                span.set_attributes(served.trace_attributes())
+            return served
+
+    async def _serve_pass(
         self, pass_name: str, engine_name: str, turn: dict[str, Any], extraction: Any, summary: Any,
         deadline: float | None = None,
     ) -> Served:

@@ -2,8 +2,9 @@
 
 Public state: ``app.state.settings`` (:class:`~server.config.Settings`), ``app.state.runner``
 (:class:`~engines.fallback.PassRunner`), ``app.state.metrics`` (:class:`~server.metrics.Metrics`),
-``app.state.shadow`` (``engines.shadow.runner.ShadowRunner`` or ``None``) and
-``app.state.engines`` (:class:`EngineSet`: which engines are configured, started, ready).
+``app.state.shadow`` (``engines.shadow.runner.ShadowRunner`` or ``None``),
+``app.state.engines`` (:class:`EngineSet`: which engines are configured, started, ready, and the start-up
+step each is on) and ``app.state.tracing`` (:class:`server.tracing.Tracing`, or ``None`` with tracing off).
 
 Engines are built when the app is created (a failure is recorded, never fatal: the passes then fall
 back with ``unavailable`` and ``/readyz`` says why) and started in the background by the lifespan,
@@ -33,6 +34,7 @@ from server.config import Settings, load_settings
 from server.errors import BodyTooLargeError, error_response
 from server.logs import access_log
 from server.metrics import Metrics
+from server.tracing import Tracing
 
 log = logging.getLogger("travel_slm.app")
 
@@ -60,7 +62,7 @@ SCOPE_KEY = "travel_slm"
 class EngineSet:
     """The live engines of the two passes: built, started, ready."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, given: dict[str, Engine] | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self.configured: list[str] = list(dict.fromkeys([settings.extraction_engine, settings.render_engine]))
@@ -69,6 +71,9 @@ class EngineSet:
         self.started: set[str] = set()
         for name in self.configured:
             if name == "deterministic":
+                continue
+            if given and name in given:
+                self.engines[name] = given[name]
                 continue
             try:
                 self.engines[name] = build_engine(name, settings)
@@ -86,7 +91,13 @@ class EngineSet:
                 log.error("engine failed to start", extra={"engine": name, "error": self.problems[name]})
             else:
                 self.started.add(name)
-                log.info("engine started", extra={"engine": name, "seconds": round(time.perf_counter() - t0, 3)})
+                ready, reason = self.ready_engine(name)
+                seconds = round(time.perf_counter() - t0, 3)
+                if ready:
+                    log.info("engine started", extra={"engine": name, "seconds": seconds})
+                else:  # the engine caught its own failure: it stays not ready, with the reason
+                    log.error("engine not ready after start", extra={"engine": name, "seconds": seconds,
+                                                                     "error": reason[:300]})
                 self._observe_compile(engine)
             self.metrics.set_engine_ready(name, self.ready_engine(name)[0])
 
@@ -110,12 +121,29 @@ class EngineSet:
         engine = self.engines.get(name)
         if engine is None:
             return False, "not configured"
-        if name not in self.started:
-            return False, "starting"
         try:
-            return engine.readiness()
+            ready, reason = engine.readiness()
         except Exception as exc:
             return False, f"readiness check failed: {type(exc).__name__}"
+        if name not in self.started:
+            # still in its start(): the engine's own reason names the step it is on (e.g. "warming extract")
+            return False, reason if not ready and reason else "starting"
+        return ready, reason
+
+    def step(self, name: str) -> str:
+        """The start-up step of engine ``name``: its own (``SlmEngine.step``), else ``ready`` / ``starting`` /
+        ``failed``."""
+        if name == "deterministic":
+            return "ready"
+        engine = self.engines.get(name)
+        own = getattr(engine, "step", None) if engine is not None else None
+        if isinstance(own, str):
+            return own
+        if name in self.problems or engine is None:
+            return "failed"
+        if name not in self.started:
+            return "starting"
+        return "ready" if self.ready_engine(name)[0] else "not ready"
 
     def readiness(self) -> tuple[bool, dict[str, str]]:
         reasons: dict[str, str] = {}
@@ -126,6 +154,9 @@ class EngineSet:
             ok = ok and ready
             self.metrics.set_engine_ready(name, ready)
         return ok, reasons
+
+    def steps(self) -> dict[str, str]:
+        return {name: self.step(name) for name in self.configured}
 
     async def aclose(self) -> None:
         for name, engine in self.engines.items():
@@ -147,8 +178,9 @@ class GuardMiddleware:
     """Pure ASGI: request id, API key, body size limit (on the raw stream), request metrics, access log."""
 
     def __init__(self, app: Any, *, auth: ApiKeyCheck, max_body_bytes: int, metrics: Metrics,
-                 max_header_count: int = 100, log_probes: bool = True) -> None:
+                 max_header_count: int = 100, log_probes: bool = True, tracing: Tracing | None = None) -> None:
         self.app = app
+        self.tracing = tracing
         self.log_probes = log_probes
         self.auth = auth
         self.max_body = max_body_bytes
@@ -166,6 +198,13 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.tracing is None:
+            await self._guard(scope, receive, send, None)
+            return
+        with self.tracing.request_span(scope) as span:  # the passes' spans are its children
+            await self._guard(scope, receive, send, span)
+
+    async def _guard(self, scope: Scope, receive: Receive, send: Send, span: Any) -> None:
         if scope.get("method") == "HEAD" and scope.get("path") in ("/healthz", "/readyz"):
             # probes may use HEAD (Kubernetes httpGet does not, load balancers do): the GET route, no body
             scope = {**scope, "method": "GET"}
@@ -258,6 +297,9 @@ class GuardMiddleware:
             if is_pass:
                 self.metrics.inflight.dec()
                 self.metrics.request_finished(ctx.get("pass"), ctx.get("engine"), status or 500)
+            if span is not None and self.tracing is not None:
+                self.tracing.finish(span, str(scope.get("method")), path if path in _LOGGED_PATHS else None,
+                                    status or 500, ctx)
             muted = not self.log_probes and path in PROBE_PATHS and 0 < status < 400
             if not muted and access_log.isEnabledFor(logging.INFO):
                 access_log.info("request", extra={
@@ -309,17 +351,27 @@ async def _discard_body(receive: Receive, declared: int | None, already: int) ->
         return False
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the application; engines are started by its lifespan."""
+def create_app(settings: Settings | None = None, *, engines: dict[str, Engine] | None = None) -> FastAPI:
+    """Build the application; engines are started by its lifespan.
+
+    ``engines``: engine objects to serve instead of building them from the settings (by engine name, e.g.
+    ``{"slm": SlmEngine(settings.slm, adapter=...)}`` to embed a model loaded by the caller); the
+    lifespan starts them like built ones.
+    """
+    from server import tracing as tracing_module
+    from server.routes_ops import package_version
+
     settings = settings or load_settings()
     metrics = Metrics()
-    engine_set = EngineSet(settings, metrics)
+    tracing = tracing_module.build(settings.tracing, package_version())
+    engine_set = EngineSet(settings, metrics, engines)
     runner = PassRunner(
         engine_set.engines,
         timeouts_ms=_timeouts(settings),
         failure_threshold=settings.fallback.failure_threshold,
         cooldown_s=settings.fallback.cooldown_s,
         observers=[metrics.observe_served],
+        tracer=tracing.tracer if tracing is not None else None,
     )
     metrics.watch_circuits(runner.breakers)
     shadow: Any = None
@@ -350,8 +402,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 except Exception:
                     log.exception("shadow close failed")
             await engine_set.aclose()
-
-    from server.routes_ops import package_version
+            if tracing is not None:
+                await asyncio.to_thread(tracing.shutdown)  # flushes the spans still buffered
 
     app = FastAPI(
         title="travel-slm",
@@ -368,6 +420,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runner = runner
     app.state.shadow = shadow
     app.state.engines = engine_set
+    app.state.tracing = tracing
     app.state.started_at = int(time.time())
 
     from server import routes_openai, routes_ops, routes_planner, routes_shadow
@@ -385,5 +438,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_header_count=settings.max_header_count,
         metrics=metrics,
         log_probes=settings.log_probes,
+        tracing=tracing,
     )
     return app

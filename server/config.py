@@ -58,6 +58,9 @@ class SlmSettings(BaseModel):
         "depend on the other tokens of its forward pass, so jump-forward and prefix reuse are no longer "
         "token-exact. vllm and mlx ignore it.")
     max_batch: int = Field(default=8, ge=1)
+    warmup: bool = Field(default=True, description="Before /readyz turns 200, generate once per pass (the "
+                         "system prompt's KV cache per pass, LoRA weights, the runtime's kernels), so that the "
+                         "first request is as fast as the next ones; false: the first request pays for it.")
 
     @model_validator(mode="after")
     def _quantize_without_lora(self) -> SlmSettings:
@@ -167,6 +170,57 @@ class ShadowSettings(BaseModel):
         return v
 
 
+#: the distributions ``tracing.enabled`` needs (the ``tracing`` extra), each with a module it provides
+TRACING_PACKAGES: dict[str, str] = {
+    "opentelemetry-sdk": "opentelemetry.sdk.trace",
+    "opentelemetry-exporter-otlp-proto-http": "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+}
+
+
+def missing_tracing_packages() -> list[str]:
+    """The distributions of :data:`TRACING_PACKAGES` that cannot be imported here."""
+    import importlib
+
+    missing: list[str] = []
+    for package, module in TRACING_PACKAGES.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(package)
+    return missing
+
+
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces (server/tracing.py): a span per request, a child span per pass. Off by default."""
+
+    enabled: bool = Field(default=False, description="Export traces over OTLP/HTTP; needs the 'tracing' extra "
+                          "(opentelemetry-sdk, opentelemetry-exporter-otlp-proto-http).")
+    otlp_endpoint: str | None = Field(default=None, description="OTLP/HTTP traces URL, e.g. "
+                                      "http://otel-collector:4318/v1/traces; unset: the exporter's default "
+                                      "(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, else "
+                                      "http://localhost:4318/v1/traces).")
+    service_name: str = Field(default="travel-slm", min_length=1, description="The service.name resource "
+                              "attribute.")
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0, description="Share of traces kept (a caller's "
+                                "sampled traceparent is always followed).")
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @model_validator(mode="after")
+    def _packages(self) -> TracingSettings:
+        if self.enabled:
+            missing = missing_tracing_packages()
+            if missing:
+                raise ValueError(f"enabled needs the Python package(s) {', '.join(missing)} "
+                                 "(pip install 'travel-slm[tracing]')")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TRAVEL_SLM_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -195,6 +249,7 @@ class Settings(BaseSettings):
     fallback: FallbackSettings = Field(default_factory=FallbackSettings)
     render: RenderSettings = Field(default_factory=RenderSettings)
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     config_file_path: ClassVar[Path | None] = None
 

@@ -45,6 +45,11 @@ class Readiness(BaseModel):
     ready: bool
     reason: str
     engines: dict[str, str]
+    """Per configured engine: ``ready``, or why not (the start-up step it is on, or what failed)."""
+    steps: dict[str, str]
+    """Per configured engine, its start-up step: the slm engine goes ``building adapter``, ``loading model``,
+    ``loading LoRA``, ``compiling grammars``, ``warming extract``, ``warming render``, ``ready`` (or
+    ``failed``); the others are ``ready`` once started."""
 
 
 class PassVersion(BaseModel):
@@ -141,14 +146,17 @@ async def healthz(request: Request) -> dict[str, Any]:
             "passes": passes, "shadow": request.app.state.shadow is not None, "engines": engines}
 
 
-@router.get("/readyz", response_model=Readiness, summary="Readiness: 200 once every configured engine is ready.",
+@router.get("/readyz", response_model=Readiness,
+            summary="Readiness: 200 once every configured engine is loaded, compiled and warmed.",
             responses={503: {"model": Readiness, "description": "An engine is not ready; `reason` says which."}})
 async def readyz(request: Request) -> Any:
-    ready, reasons = request.app.state.engines.readiness()
+    engine_set = request.app.state.engines
+    ready, reasons = engine_set.readiness()
+    steps = engine_set.steps()
     if ready:
-        return {"ready": True, "reason": "ready", "engines": reasons}
+        return {"ready": True, "reason": "ready", "engines": reasons, "steps": steps}
     reason = "; ".join(f"{name}: {why}" for name, why in reasons.items() if why != "ready")
-    return JSONResponse({"ready": False, "reason": reason, "engines": reasons}, status_code=503)
+    return JSONResponse({"ready": False, "reason": reason, "engines": reasons, "steps": steps}, status_code=503)
 
 
 @router.get(

@@ -1,7 +1,13 @@
 """The ``slm`` engine: a local small model under xgrammar-constrained decoding.
 
-``start()`` builds the adapter chosen by :mod:`adapters.select`, loads the model and compiles
-the grammars of :mod:`engines.slm.grammars` once; until then ``readiness()`` is ``(False, reason)``.
+``start()`` builds the adapter chosen by :mod:`adapters.select`, loads the model, loads every
+configured LoRA, compiles the grammars of :mod:`engines.slm.grammars` and then warms both passes
+(one real generation each, see :data:`WARM_TURN`) so that whatever the first request would build
+lazily (the system prompt's KV cache per pass and LoRA, a LoRA's weights, the runtime's kernels) is
+built before ``readiness()`` turns true. Until then ``readiness()`` is ``(False, reason)`` and
+:attr:`SlmEngine.step` names the step (:data:`STEPS`); each step is logged as a JSON line. A failed
+step (a LoRA folder that does not load, say) leaves the engine not ready with the reason: never a
+silent fallback at the first request.
 Each pass sends the pass prompt (:mod:`engines.slm.prompts`) to the adapter and returns the
 parsed document UNVALIDATED: :mod:`engines.fallback` validates it and falls back on a length
 stop (``truncated``), unparsable text (``invalid_json``) or a contract failure.
@@ -18,6 +24,7 @@ import asyncio
 import json
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import ValidationError
@@ -31,6 +38,20 @@ if TYPE_CHECKING:
     from server.config import SlmSettings
 
 log = logging.getLogger("travel_slm.slm")
+
+#: the start-up steps of the engine, in order; ``failed`` and ``closed`` may follow any of them.
+STEPS: tuple[str, ...] = ("not started", "building adapter", "loading model", "loading LoRA", "compiling grammars",
+                          "warming extract", "warming render", "ready")
+#: the turn both passes are warmed with: a plain request in the domain (its answer is not used).
+WARM_TURN: dict[str, Any] = {
+    "event_type": "user_message",
+    "event_payload": {"text": "Find me a hotel in Lisbon for two adults from 3 to 6 June"},
+    "slot_state": {},
+}
+
+
+class StartupError(Exception):
+    """A start-up step failed; the message is the operator-facing reason (``/readyz``)."""
 
 
 def parse_document(text: str) -> Any:
@@ -83,7 +104,14 @@ class SlmEngine(Engine):
         self.adapter = adapter.name if adapter is not None else settings.adapter
         self.model = self.package.name if self.package is not None else settings.model
         self._ready = False
+        self._warming = False
         self._reason = "not started"
+        self.step = "not started"
+        """The start-up step the engine is on (:data:`STEPS`, or ``failed`` / ``closed``)."""
+        self.step_seconds: dict[str, float] = {}
+        """Seconds each finished start-up step took."""
+        self.warmup: dict[str, dict[str, Any]] = {}
+        """Per pass: what its warm-up generation did (seconds, tokens, finish reason, prefix cache use)."""
         self._start_lock = asyncio.Lock()
         self.grammar_compile_seconds: dict[str, float] = {}
         self.load_seconds: float | None = None
@@ -102,42 +130,145 @@ class SlmEngine(Engine):
         return (True, "ready") if self._ready else (False, f"slm engine: {self._reason}")
 
     async def start(self) -> None:
-        """Build and load the adapter, compile the grammars. Failures leave the engine not ready."""
+        """Build and load the adapter, load the LoRAs, compile the grammars, warm both passes.
+
+        Each step sets :attr:`step` (and the ``readiness()`` reason) before it runs and logs a JSON line;
+        a failure leaves the engine not ready, its reason naming the step and the error.
+        """
         async with self._start_lock:
             if self._ready:
                 return
             started = time.perf_counter()
-            if self._package_error is not None:
-                self._reason = f"unavailable: {self._package_error}"
-                log.error("slm engine unavailable: %s", self._package_error)
-                return
+            self._started_at = started
             try:
+                if self._package_error is not None:
+                    raise StartupError(f"unavailable: {self._package_error}")
+                self._check_lora_folders()
                 if self._adapter is None:
                     from adapters.select import build_adapter
 
-                    self._reason = "building the adapter"
+                    self._enter("building adapter")
                     self._adapter = await asyncio.to_thread(build_adapter, self.settings, **self._adapter_overrides())
                 self.adapter = self._adapter.name
-                self._reason = f"loading model {self.settings.model!r} on adapter {self.adapter}"
+                merged = getattr(self._adapter, "merge_lora", None)
+                detail = f"{self.settings.model!r} on adapter {self.adapter}" + (
+                    f", LoRA {Path(merged).name} merged" if merged else "")
+                self._enter("loading model", detail)
                 await self._adapter.load()
                 self.model = self._adapter.model_id
-                self._reason = "compiling grammars"
+                loras = self._configured_loras()
+                if loras:
+                    self._enter("loading LoRA", ", ".join(Path(p).name for p in loras))
+                    for path, names in loras.items():
+                        try:
+                            await self._adapter.load_lora(path)
+                        except AdapterUnavailableError:
+                            raise
+                        except Exception as exc:
+                            raise StartupError(f"failed to load LoRA {path!r} ({', '.join(names)}): "
+                                               f"{type(exc).__name__}: {exc}") from exc
+                self._enter("compiling grammars")
                 self.grammar_compile_seconds = await self._adapter.prepare(
                     grammars.schema_texts(self.settings.render_mode, self.settings.extract_mode)
                 )
+                if self.settings.warmup:
+                    await self._warm()
+            except StartupError as exc:
+                self._fail(str(exc))
+                return
             except AdapterUnavailableError as exc:
-                self._reason = f"unavailable: {exc}"
-                log.error("slm engine unavailable: %s", exc)
+                self._fail(f"unavailable: {exc}")
                 return
             except Exception as exc:
-                self._reason = f"failed to start: {type(exc).__name__}: {exc}"
-                log.exception("slm engine failed to start")
+                self._fail(f"failed at {self.step}: {type(exc).__name__}: {exc}", exc_info=True)
                 return
+            finally:
+                self._warming = False
+            self._finish_step()
             self.load_seconds = time.perf_counter() - started
             self._ready = True
-            self._reason = "ready"
-            log.info("slm engine ready: adapter=%s model=%s in %.1f s, grammars %s", self.adapter, self.model,
-                     self.load_seconds, {k: round(v, 3) for k, v in self.grammar_compile_seconds.items()})
+            self.step = self._reason = "ready"
+            log.info("slm engine ready: adapter=%s model=%s in %.1f s", self.adapter, self.model, self.load_seconds,
+                     extra={"engine": self.name, "step": "ready", "elapsed_s": round(self.load_seconds, 3),
+                            "steps_s": {k: round(v, 3) for k, v in self.step_seconds.items()},
+                            "grammars_s": {k: round(v, 3) for k, v in self.grammar_compile_seconds.items()},
+                            "warmup": self.warmup})
+
+    _started_at: float = 0.0
+    _step_started: float | None = None
+
+    def _finish_step(self) -> None:
+        if self._step_started is not None:
+            self.step_seconds[self.step] = round(time.perf_counter() - self._step_started, 4)
+            self._step_started = None
+
+    def _enter(self, step: str, detail: str | None = None) -> None:
+        """Start step ``step``: ``readiness()`` says it, and a JSON line logs it (with the time since start)."""
+        self._finish_step()
+        self.step = step
+        self._reason = f"{step} {detail}" if detail else step
+        self._step_started = time.perf_counter()
+        log.info("slm engine start-up: %s", step, extra={
+            "engine": self.name, "step": step, "detail": detail,
+            "elapsed_s": round(self._step_started - self._started_at, 3)})
+
+    def _fail(self, reason: str, *, exc_info: bool = False) -> None:
+        failed_at = self.step
+        self._finish_step()
+        self.step = "failed"
+        self._reason = reason[:500]
+        log.error("slm engine failed to start: %s", self._reason, exc_info=exc_info,
+                  extra={"engine": self.name, "step": "failed", "failed_step": failed_at,
+                         "elapsed_s": round(time.perf_counter() - self._started_at, 3)})
+
+    def _configured_loras(self) -> dict[str, list[str]]:
+        """Per-request LoRA folders (resolved) and the settings that name them; a LoRA merged at load is not one."""
+        out: dict[str, list[str]] = {}
+        for key in ("lora", "lora_extract", "lora_render"):
+            value = getattr(self.settings, key)
+            if value:
+                origin = "slm.model (its LoRA)" if self.package is not None and value == str(self.package.path) \
+                    else f"slm.{key}"
+                out.setdefault(str(Path(value).expanduser().resolve()), []).append(origin)
+        return out
+
+    def _check_lora_folders(self) -> None:
+        """A configured LoRA folder that is not there fails the start at once, before the model loads."""
+        for path, names in self._configured_loras().items():
+            if not Path(path).is_dir():
+                raise StartupError(f"failed to load LoRA {path!r} ({', '.join(names)}): no such folder")
+
+    async def _warm(self) -> None:
+        """One real generation per pass through the pass code itself (prompts, grammar, LoRA, plan assembly):
+        the runtime builds each pass's prompt-prefix cache, loads what it loads lazily and runs its kernels
+        once, so the first request after ready is as fast as the next ones. The answers are not used; a
+        generation that raises fails the start."""
+        from contracts.turn import Turn
+        from engines.deterministic.extract import extract as oracle_extract
+        from engines.deterministic.fixtures import fixture
+        from engines.deterministic.render import merged_slot
+
+        self._warming = True
+        turn = Turn.model_validate(WARM_TURN).engine_input()
+        self._enter("warming extract")
+        t0 = time.perf_counter()
+        out = await self.extract(turn)
+        self.warmup["extract"] = self._warm_figures(out, time.perf_counter() - t0)
+        extraction = oracle_extract(turn)
+        summary = fixture(extraction, merged_slot(turn, extraction))
+        self._enter("warming render")
+        t0 = time.perf_counter()
+        out = await self.render(turn, extraction, summary)
+        self.warmup["render"] = self._warm_figures(out, time.perf_counter() - t0)
+
+    @staticmethod
+    def _warm_figures(out: PassOutput, seconds: float) -> dict[str, Any]:
+        figures: dict[str, Any] = {"seconds": round(seconds, 3), "prompt_tokens": out.prompt_tokens,
+                                   "completion_tokens": out.completion_tokens, "finish_reason": out.finish_reason}
+        for key in ("prefix_hit", "prefix_tokens", "cached_prompt_tokens"):
+            if key in out.extra:
+                figures[key] = out.extra[key]
+        return figures
 
     def _adapter_overrides(self) -> dict[str, Any]:
         """A LoRA package on transformers: merge the adapter into the weights at load (no per-step cost)."""
@@ -154,18 +285,19 @@ class SlmEngine(Engine):
 
     async def aclose(self) -> None:
         self._ready = False
-        self._reason = "closed"
+        self.step = self._reason = "closed"
         if self._adapter is not None:
             await self._adapter.close()
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "render_mode": self.settings.render_mode,
-                "extract_mode": self.settings.extract_mode, "prompt_style": self.prompt_style, "ready": self._ready}
+                "extract_mode": self.settings.extract_mode, "prompt_style": self.prompt_style, "ready": self._ready,
+                "step": self.step}
 
     # --- passes ------------------------------------------------------------------------------------
 
     async def _generate(self, pass_name: str, grammar: str, messages: list[dict[str, str]]) -> Generation:
-        if not self._ready or self._adapter is None:
+        if not (self._ready or self._warming) or self._adapter is None:
             raise EngineError("unavailable", self.readiness()[1])
         request = GenerationRequest(
             messages=messages,
