@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from contracts.vocab import CONTRACT_VERSION
 from engines.base import Engine
@@ -53,6 +54,8 @@ PASS_PATHS: dict[str, str | None] = {
 }
 _LOGGED_PATHS = frozenset({*PASS_PATHS, "/healthz", "/readyz", "/metrics", "/v1/models", "/docs", "/openapi.json",
                            "/dashboard", "/v1/shadow/report", "/v1/stats", "/version"})
+#: where /docs's Swagger UI assets (script, stylesheet, icon) are served from
+DOCS_ASSETS = "/docs/assets"
 #: the probe and scrape paths whose successful access-log lines ``log_probes = false`` mutes.
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -405,7 +408,11 @@ def create_app(settings: Settings | None = None, *, engines: dict[str, Engine] |
             if tracing is not None:
                 await asyncio.to_thread(tracing.shutdown)  # flushes the spans still buffered
 
-    app = FastAPI(
+    # /docs is Swagger UI served with its assets from the fastapi-offline package (FastAPI's self-hosting
+    # recipe): the page works offline, without a CDN
+    app = FastAPIOffline(
+        docs_url="/docs",
+        static_url=DOCS_ASSETS,
         title="travel-slm",
         version=package_version(),
         description="Inference server for the travel planner's extract and render passes "
