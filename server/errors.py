@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 from typing import Any
 
@@ -149,12 +148,7 @@ def fallback_detail(error: str | None) -> str | None:
     configured secrets), at most 300 characters; None when there is none."""
     if not error:
         return None
-    line = _SPACES.sub(" ", str(error)).strip()
-    for name in ("OPENAI_API_KEY", "TRAVEL_SLM_API_KEY"):
-        secret = os.environ.get(name)
-        if secret and len(secret) >= 4:
-            line = line.replace(secret, "[REDACTED]")
-    line = redact_text(line)
+    line = redact_text(_SPACES.sub(" ", str(error)).strip())  # the environment's secrets too, wholly
     return line[:DETAIL_LIMIT] or None
 
 
