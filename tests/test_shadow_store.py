@@ -51,11 +51,12 @@ def test_redact_text(text: str, expected: str) -> None:
     assert redact_text(text) == expected
 
 
-def test_redact_walks_nested_values_and_keys_but_leaves_numbers() -> None:
-    value = {"text": "a@b.io", "submitted_value": {"phone": "+44 20 7946 0958", "n": 4111111111111111},
-             "list": ["x", "4111111111111111"], "a@b.io": 1}
-    assert redact(value) == {"text": EMAIL, "submitted_value": {"phone": PHONE, "n": 4111111111111111},
-                             "list": ["x", CARD], EMAIL: 1}
+def test_redact_walks_nested_values_and_keys() -> None:
+    # a card sent as a JSON number is redacted too (issue 11, redaction gaps); ordinary numbers stay numbers
+    value = {"text": "a@b.io", "submitted_value": {"phone": "+44 20 7946 0958", "n": 4111111111111111, "adults": 2},
+             "list": ["x", "4111111111111111", 480.5], "a@b.io": 1}
+    assert redact(value) == {"text": EMAIL, "submitted_value": {"phone": PHONE, "n": CARD, "adults": 2},
+                             "list": ["x", CARD, 480.5], EMAIL: 1}
 
 
 def test_redact_record_leaves_ids_and_timestamps_alone() -> None:
