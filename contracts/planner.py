@@ -118,9 +118,9 @@ RULES: dict[str, Rule] = {
     "intent.blocking_dropped": Rule("dropped", "blocking (the planner's blocked provider search)"),
     "intent.extra_key": Rule("dropped", "another render_intent key"),
     # slot_state the render reads
-    "slot_state.value_invalid": Rule("dropped", "a slot_state value the render reads (region, dates, party) of "
-                                     "a shape it cannot use"),
-    "slot_state.value_coerced": Rule("mapped", "a slot_state value the render reads converted to its type"),
+    "slot_state.value_invalid": Rule("dropped", "a slot_state value the passes read (region, dates, party, "
+                                     "picked offer) of a shape they cannot use"),
+    "slot_state.value_coerced": Rule("mapped", "a slot_state value the passes read converted to its type"),
 }
 
 RULE_IDS: frozenset[str] = frozenset(RULES)
@@ -831,7 +831,7 @@ _RENDER_SLOT_KEYS: dict[str, Callable[[Any], Any]] = {
 
 def normalise_render_slot_state(slot_state: dict[str, Any], clears: list[str] | tuple[str, ...] = (),
                                 notes: Notes | None = None, path: str = "turn.slot_state") -> dict[str, Any]:
-    """The slot state the render reads: keys cleared by a null update removed, and the values it reads
+    """The slot state the passes read: keys cleared by a null update removed, and the values they read
     (region, dates, party, picked offer) usable; everything else is carried unchanged."""
     notes = notes if notes is not None else Notes()
     out = {k: v for k, v in slot_state.items() if k not in clears}

@@ -217,10 +217,15 @@ def record_notes(request: Request, pass_: str, notes: Notes) -> list[dict[str, s
 
 
 def normalised_turn(turn: dict[str, Any], notes: Notes) -> dict[str, Any]:
-    """``turn.tool_summary`` (ours or the planner's tool_result) in the internal ``{ok, tool, data}``."""
+    """``turn.tool_summary`` (ours or the planner's tool_result) in the internal ``{ok, tool, data}``, and the
+    slot values both passes read (region, dates, party, picked offer) of a usable type: converted where they
+    can be, else dropped, each with a note (the same for the extract pass as for the render)."""
+    out = dict(turn)
     if isinstance(turn.get("tool_summary"), dict):
-        return {**turn, "tool_summary": normalise_tool_summary(turn["tool_summary"], notes, "turn.tool_summary")}
-    return turn
+        out["tool_summary"] = normalise_tool_summary(turn["tool_summary"], notes, "turn.tool_summary")
+    if isinstance(turn.get("slot_state"), dict):
+        out["slot_state"] = normalise_render_slot_state(turn["slot_state"], (), notes)
+    return out
 
 
 def checked_extraction(extraction: Any, prefix: tuple[str | int, ...], notes: Notes) -> tuple[dict[str, Any],

@@ -108,3 +108,18 @@ def test_a_children_count_is_bounded() -> None:
     assert party({"adults": 2, "children": 3})["children"] == [{}, {}, {}]
     assert party({"adults": 2, "children": 1000})["children"] == []
     assert party({"adults": 2, "children": 10**12})["children"] == []
+
+
+def test_the_extract_pass_reads_the_slot_state_as_the_render_does(default_server: str) -> None:
+    """A date-time or a region label as slot values: converted for both passes, with input notes (before: the
+    extract copied them into the tool arguments, schema_valid false)."""
+    slot = {"region": "Paris", "check_in_date": "2026-10-10T00:00:00Z", "check_out_date": "2026-10-14",
+            "party": {"adults": 2}, "picked_flight_offer_id": 77}
+    turn = {"event_type": "user_message", "event_payload": {"text": "hotels please"}, "slot_state": slot}
+    out = _post(default_server, "/extract", {"turn": turn})
+    args = out["extract"]["tool_requests"][0]["arguments"]
+    assert (args["city"], args["check_in"], args["adults"]) == ("Paris", "2026-10-10", 2)
+    notes = {(n["path"], n["rule"]) for n in out["input_notes"]}
+    assert notes >= {("turn.slot_state.region", "slot_state.value_coerced"),
+                     ("turn.slot_state.check_in_date", "slot_state.value_coerced"),
+                     ("turn.slot_state.picked_flight_offer_id", "slot_state.value_coerced")}
