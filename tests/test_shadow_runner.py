@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import shutil
+import subprocess
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -403,3 +407,24 @@ def test_bad_shadow_passes_are_rejected(raw: str, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("TRAVEL_SLM_SHADOW__PASSES", raw)
     with pytest.raises(ValueError):
         Settings()
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (tests/install_system.sh installs it)")
+def test_shadow_bench_counts_the_shadow_runs_under_wrk(tmp_path: Path) -> None:
+    """bench/shadow_bench.py's wrk mode (issue 11, finding 9): every live request of the shadow server is
+    shadowed and counted (completed or dropped); a deterministic shadow, one loop turn a run, drops none."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.shadow_bench", "--load", "wrk", "--shadow-engine", "deterministic",
+         "--concurrency", "16", "--seconds", "1", "--rounds", "1", "--turns", "40", "--workdir", str(tmp_path),
+         "--json", str(out)],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads(out.read_text(encoding="utf-8"))
+    off, on = result["servers"]["off"], result["servers"]["on"]
+    assert off["requests"] > 0 and on["requests"] > 0 and off["errors"] == on["errors"] == 0
+    shadow = on["shadow"]
+    # wrk counts the answers it read in its window; the server shadowed each one it answered
+    assert shadow["compared"] + shadow["fell_back"] + shadow["dropped"] >= on["requests"]
+    assert shadow["dropped"] == 0 and shadow["drop_rate"] == 0.0 and shadow["store_lost"] == 0
+    assert on["vs_off"]["cpu_ms_per_shadow_run"] is not None and "drop rate" in done.stdout
