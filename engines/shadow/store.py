@@ -377,7 +377,9 @@ class ShadowStore:
                 self._fail("writer", exc)
                 frame = traceback.extract_tb(exc.__traceback__)[-1:] or [None]
                 where = f"{frame[0].filename}:{frame[0].lineno}" if frame[0] is not None else None
-                log.error("shadow store writer failed; reconnecting",  # no traceback: its text is not scrubbed
+                # the traceback only for a file store: a database driver's texts are not scrubbed in it
+                log.error("shadow store writer failed; reconnecting",
+                          exc_info=exc if self.backend.name == "sqlite" else None,
                           extra={"restarts": self.restarts, "error": self.last_error, "where": where})
                 self._lose(batch, "writer_error")
                 if conn is not None:
