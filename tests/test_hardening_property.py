@@ -372,6 +372,43 @@ def test_openai_render_never_5xx(client: httpx.Client, body: dict[str, Any]) -> 
     check_openai(r, "render")
 
 
+OPENAI_BASE: dict[str, Any] = {
+    "model": "travel-extract",
+    "messages": [{"role": "system", "content": "ignored"},
+                 {"role": "user", "content": [{"type": "text", "text": json.dumps(BASE_TURNS[0])}]}],
+    "response_format": {"type": "json_object"}, "stream": False, "stream_options": {"include_usage": True},
+    "n": 1, "max_tokens": 64, "max_completion_tokens": 64, "temperature": 0, "top_p": 1, "presence_penalty": 0,
+    "frequency_penalty": 0, "seed": 7, "stop": ["\n"], "user": "u-1", "logprobs": False, "top_logprobs": 0,
+    "tools": [], "tool_choice": "none", "parallel_tool_calls": False,
+}
+
+
+def _sse_content(text: str) -> str:
+    pieces = []
+    for line in text.splitlines():
+        if line.startswith("data: ") and line != "data: [DONE]":
+            for choice in json.loads(line[len("data: "):])["choices"]:
+                pieces.append(choice["delta"].get("content") or "")
+    return "".join(pieces)
+
+
+@examples(150)
+@given(body=mutated([OPENAI_BASE], depth=1))
+def test_openai_request_parameters_never_5xx(client: httpx.Client, body: dict[str, Any]) -> None:
+    """Any JSON at any parameter of a chat request (stream, max_tokens, tools, messages ...): a 200 with a
+    contract-valid answer (streamed or not), or a 4xx whose error.param names a parameter of the body."""
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code < 500, r.text[:2000]
+    if r.status_code == 200:
+        streamed = r.headers["content-type"].startswith("text/event-stream")
+        content = _sse_content(r.text) if streamed else r.json()["choices"][0]["message"]["content"]
+        assert extract_problem(json.loads(content)) is None
+        return
+    param = r.json()["error"]["param"]
+    assert r.status_code in (400, 404) and isinstance(param, str), r.text
+    assert param.split(".")[0] in body, (param, body)
+
+
 # --- the deterministic engine, called directly -------------------------------------------------------------------
 
 
