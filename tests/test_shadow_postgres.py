@@ -388,7 +388,7 @@ def test_a_postgres_outage_degrades_shadow_only(
         down_report = httpx.get(url + "/v1/shadow/report", timeout=60)
         assert down_report.status_code == 503, down_report.text[:300]  # shadow is degraded, not the server
         code, out, err = _cli_report(dsn)
-        assert code == 2 and "cannot be read" in err and out == ""
+        assert code == 2 and "cannot be read" in err and out == "" and len(err.strip().splitlines()) == 1, err
     finally:
         cluster.start()
 

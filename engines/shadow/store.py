@@ -62,6 +62,7 @@ from engines.shadow.store_base import (
     StoreTarget,
     StoreURLError,
     backend_for,
+    describe_error,
     parse_store_url,
     redact_dsn,
     report_values,
@@ -295,7 +296,7 @@ class ShadowStore:
             log.debug("shadow store listener %s failed", name, exc_info=True)
 
     def _describe(self, exc: BaseException) -> str:
-        return self.target.scrub(f"{type(exc).__name__}: {exc}")[:300]
+        return describe_error(exc, self.target)
 
     def _fail(self, kind: str, exc: BaseException) -> None:
         self.last_error = self._describe(exc)
@@ -505,7 +506,7 @@ def reading(url: str) -> Iterator[StoreReader | None]:
     except StoreReadError:
         raise
     except backend.errors as exc:
-        raise StoreReadError(target.scrub(f"{type(exc).__name__}: {exc}")[:300]) from None
+        raise StoreReadError(describe_error(exc, target)) from None
     finally:
         if reader is not None:
             try:

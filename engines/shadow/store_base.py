@@ -84,6 +84,11 @@ class StoreTarget:
         return text
 
 
+def describe_error(exc: BaseException, target: StoreTarget, limit: int = 300) -> str:
+    """``Type: message`` on one line (a driver's message may span several), without the password."""
+    return " ".join(target.scrub(f"{type(exc).__name__}: {exc}").split())[:limit]
+
+
 def redact_dsn(url: str) -> str:
     """``postgresql://user:secret@host/db?password=x`` -> ``postgresql://user:***@host/db?password=***``."""
     try:
