@@ -21,6 +21,7 @@ Entry points: :func:`normalise_tool_summary`, :func:`normalise_extraction`,
 
 from __future__ import annotations
 
+import functools
 import re
 import types
 import typing
@@ -181,7 +182,12 @@ def is_count(value: Any) -> bool:
 
 def is_real_date(value: Any) -> bool:
     """``YYYY-MM-DD`` naming a real day (the widget contract's ``format: date``)."""
-    if not (isinstance(value, str) and _ISO_DATE.fullmatch(value)):
+    return isinstance(value, str) and len(value) == 10 and _real_date(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _real_date(value: str) -> bool:
+    if not _ISO_DATE.fullmatch(value):
         return False
     try:
         date.fromisoformat(value)
@@ -782,8 +788,17 @@ def normalise_extraction(raw: Any, notes: Notes | None = None, path: str = "extr
 
 
 def _region_usable(value: Any) -> bool:
-    return isinstance(value, dict) and all(
-        value.get(k) is None or isinstance(value.get(k), str) for k in ("label", "city_code", "country_code"))
+    if not isinstance(value, dict):
+        return False
+    for key in ("label", "city_code", "country_code"):
+        field = value.get(key)
+        if field is not None and not isinstance(field, str):
+            return False
+    return True
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
 
 
 def _party_usable(value: Any) -> bool:
@@ -800,9 +815,9 @@ SLOT_VALUE_CHECKS: dict[str, Callable[[Any], bool]] = {
     "check_in_date": is_real_date,
     "check_out_date": is_real_date,
     "party": _party_usable,
-    "picked_flight_offer_id": lambda v: isinstance(v, str),
-    "picked_hotel_id": lambda v: isinstance(v, str),
-    "picked_hotel_rate_key": lambda v: isinstance(v, str),
+    "picked_flight_offer_id": _is_str,
+    "picked_hotel_id": _is_str,
+    "picked_hotel_rate_key": _is_str,
 }
 
 
@@ -818,9 +833,15 @@ def usable_slot_state(slot_state: Any) -> dict[str, Any]:
     holds. Usable values (every labelled turn's) are kept unchanged; a non-object is ``{}``."""
     if not isinstance(slot_state, dict):
         return {}
-    if not any(k in slot_state and not check(slot_state[k]) for k, check in SLOT_VALUE_CHECKS.items()):
-        return slot_state
-    return {k: v for k, v in slot_state.items() if slot_value_usable(k, v)}
+    get = slot_state.get  # the hot path of every oracle call: no loop, no call for an absent key
+    region, check_in, check_out, party_ = get("region"), get("check_in_date"), get("check_out_date"), get("party")
+    flight, hotel, rate_key = get("picked_flight_offer_id"), get("picked_hotel_id"), get("picked_hotel_rate_key")
+    if ((region is None or _region_usable(region)) and (check_in is None or is_real_date(check_in))
+            and (check_out is None or is_real_date(check_out)) and (party_ is None or _party_usable(party_))
+            and (flight is None or isinstance(flight, str)) and (hotel is None or isinstance(hotel, str))
+            and (rate_key is None or isinstance(rate_key, str))):
+        return slot_state  # null counts as absent already
+    return {k: v for k, v in slot_state.items() if v is None or slot_value_usable(k, v)}
 
 
 _RENDER_SLOT_KEYS: dict[str, Callable[[Any], Any]] = {

@@ -73,9 +73,13 @@ def order(slot: dict[str, Any]) -> dict[str, Any]:
 def fixture(extraction: dict[str, Any], slot: dict[str, Any]) -> dict[str, Any]:
     """The tool_summary for the first tool request, built from the merged slot (a slot value of a type
     the oracle cannot use counts as absent)."""
+    return fixture_from_usable(extraction, usable_slot_state(slot))
+
+
+def fixture_from_usable(extraction: dict[str, Any], slot: dict[str, Any]) -> dict[str, Any]:
+    """:func:`fixture` for a slot already read with :func:`contracts.planner.usable_slot_state`."""
     if not extraction.get("tool_requests"):
         return {"ok": True, "tool": "", "data": {}}
-    slot = usable_slot_state(slot)
     tool = first_tool(extraction)
     if tool == R.TOOL_PLACES:
         data: dict[str, Any] = {"places": places(slot)}

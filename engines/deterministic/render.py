@@ -11,7 +11,7 @@ from typing import Any
 from contracts.planner import is_real_date, usable_slot_state
 from engines.deterministic import rules as R
 from engines.deterministic.extract import extract
-from engines.deterministic.fixtures import fixture, offer
+from engines.deterministic.fixtures import fixture, fixture_from_usable, offer
 
 #: Bot messages of the rows for data the fixtures never produce (the planner's activities, transfers and
 #: hotel booking cards); oracle.md section 9 has no row for them.
@@ -107,7 +107,7 @@ def _date(slot: dict[str, Any], key: str, default: str) -> str:
 
 
 def _payload(widget_type: str, variant: str, slot: dict[str, Any], ts: dict[str, Any]) -> dict[str, Any]:
-    slot = usable_slot_state(slot)
+    """The payload from tool data and a slot already read with ``usable_slot_state``."""
     region = _region(slot)
     label = region.get("label") or ""
     data = _data(ts)
@@ -159,7 +159,12 @@ def _payload(widget_type: str, variant: str, slot: dict[str, Any], ts: dict[str,
 
 
 def build_envelope(widget_type: str, variant: str, slot: dict[str, Any], tool_summary: dict[str, Any]) -> dict:
-    """One envelope whose payload is filled from the tool data and the merged slot."""
+    """One envelope whose payload is filled from the tool data and the merged slot (a slot value of a type
+    the oracle cannot use counts as absent)."""
+    return _envelope(widget_type, variant, usable_slot_state(slot), tool_summary)
+
+
+def _envelope(widget_type: str, variant: str, slot: dict[str, Any], tool_summary: dict[str, Any]) -> dict:
     return {"schema_version": 1, "widget_type": widget_type, "variant": variant,
             "payload": _payload(widget_type, variant, slot, tool_summary)}
 
@@ -217,12 +222,12 @@ def render(
     """turn (+ extraction, + tool_summary) -> ``{bot_message, widgets}``. Never reads turn.tool_summary."""
     if extraction is None:
         extraction = extract(turn)
-    slot = merged_slot(turn, extraction)
+    slot = usable_slot_state(merged_slot(turn, extraction))
     if tool_summary is None:
-        tool_summary = fixture(extraction, slot)
+        tool_summary = fixture_from_usable(extraction, slot)
     message, plan = render_plan(extraction, tool_summary)
     return {"bot_message": message,
-            "widgets": [build_envelope(t, v, slot, tool_summary) for t, v in plan]}
+            "widgets": [_envelope(t, v, slot, tool_summary) for t, v in plan]}
 
 
 def run_turn(turn: dict[str, Any]) -> dict[str, Any]:
