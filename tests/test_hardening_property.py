@@ -412,7 +412,7 @@ def test_openai_request_parameters_never_5xx(client: httpx.Client, body: dict[st
 # --- the deterministic engine, called directly -------------------------------------------------------------------
 
 
-@examples(400)
+@examples(300)
 @given(turn=TURNS)
 def test_oracle_extract_is_valid_on_every_validated_turn(turn: dict[str, Any]) -> None:
     try:
@@ -423,7 +423,7 @@ def test_oracle_extract_is_valid_on_every_validated_turn(turn: dict[str, Any]) -
     assert extract_problem(document) is None, (extract_problem(document), document)
 
 
-@examples(400)
+@examples(300)
 @given(body=RENDERS)
 def test_oracle_render_is_valid_on_every_validated_request(body: dict[str, Any]) -> None:
     """What the server hands the oracle: a validated turn, the extraction and tool_summary normalised."""
