@@ -25,7 +25,7 @@ import httpx
 from pydantic import BaseModel, Field, create_model
 
 from engines.base import Engine, EngineError, PassOutput
-from engines.shadow.redact import json_bytes
+from engines.shadow.redact import configured_secrets, json_bytes, scrub_secrets
 from server.config import OpenAISettings
 
 #: upstream statuses that mean "this request", not "this upstream": they never count toward the breaker
@@ -383,18 +383,9 @@ class OpenAIEngine(Engine):
         return body
 
     def _scrub(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "[REDACTED]")
-            # an upstream may echo part of the key (e.g. "Incorrect API key provided: sk-abc...wxyz"):
-            # redact every long enough run of it too
-            key = self._api_key
-            for size in (12, 8):
-                if len(key) >= size:
-                    for start in range(0, len(key) - size + 1):
-                        piece = key[start:start + size]
-                        if piece in text:
-                            text = text.replace(piece, "[REDACTED]")
-        return text[:300]
+        """An error text without any echo of a secret (the upstream key, whole or in part; see
+        :func:`engines.shadow.redact.scrub_secrets`), cut to 300 characters."""
+        return scrub_secrets(text, configured_secrets((self._api_key,)))[:300]
 
     def max_response_bytes(self) -> int:
         cap = getattr(self.settings, "max_response_bytes", None)

@@ -322,7 +322,8 @@ async def answer_render(
         loc = [*prefix, "tool_summary"]
         raise ApiError(422, "tool_summary: required (render.fixtures = refuse: the oracle's fixtures are not "
                        "served; send the provider's tool_result)", param="tool_summary",
-                       detail=[{"loc": loc, "msg": "Field required: render.fixtures = refuse", "type": "missing"}])
+                       detail=[{"loc": loc, "msg": "Field required: render.fixtures = refuse", "type": "missing"}],
+                       code="missing_required_parameter", openai_status=400)
     render_turn = {**turn, "slot_state": normalise_render_slot_state(turn.get("slot_state") or {}, clears, notes)}
     served = await run_render(request, render_turn, extraction, summary, engine, deadline)
     answer = RenderAnswer(served, render_turn, extraction, summary, source, record_notes(request, "render", notes))

@@ -496,7 +496,9 @@ def test_render_fixtures_refuse(live_server: Any) -> None:
     r = httpx.post(base + "/v1/chat/completions", json={
         "model": "travel-render", "messages": [{"role": "user", "content": json.dumps({"turn": turn,
                                                                                      "extraction": p["extraction"]})}]})
-    assert r.status_code == 422 and r.json()["error"]["param"] == "tool_summary"
+    # a client error on the OpenAI API is a 400, as every other there
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tool_summary"
+    assert r.json()["error"]["code"] == "missing_required_parameter"
 
 
 # --- the same requests through the other entry points ---------------------------------------------------------

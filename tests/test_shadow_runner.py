@@ -428,3 +428,20 @@ def test_shadow_bench_counts_the_shadow_runs_under_wrk(tmp_path: Path) -> None:
     assert shadow["compared"] + shadow["fell_back"] + shadow["dropped"] >= on["requests"]
     assert shadow["dropped"] == 0 and shadow["drop_rate"] == 0.0 and shadow["store_lost"] == 0
     assert on["vs_off"]["cpu_ms_per_shadow_run"] is not None and "drop rate" in done.stdout
+
+
+async def test_an_api_key_from_the_config_file_is_scrubbed_from_records(tmp_path: Path) -> None:
+    """TRAVEL_SLM_API_KEY need not be in the environment: a key from a config file reaches the runner
+    through the settings and is scrubbed like an environment one."""
+    key = "cfg-Key-0123456789abcdef"
+    settings = Settings(api_key=key, shadow=_settings(tmp_path, engine="deterministic", passes=["extract"]))
+    runner = PassRunner({})
+    shadow = ShadowRunner(settings, runner, None)
+    await shadow.start()
+    turn = {"event_type": "user_message", "event_payload": {"text": f"hotels in Paris, my token is {key}"},
+            "slot_state": {}}
+    live = await runner.extract(turn, "deterministic")
+    assert shadow.submit("extract", "k-1", turn, live)
+    await shadow.close()
+    stored = json.dumps(read_store(shadow.settings.store).records)
+    assert "k-1" in stored and key not in stored and key[4:16] not in stored and "[REDACTED]" in stored

@@ -22,6 +22,7 @@ metrics, and with circuit breakers of its own.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -91,7 +92,7 @@ class ShadowRunner:
             self.settings.store,
             retention_days=self.settings.retention_days,
             retention_max_rows=self.settings.retention_max_rows,
-            redactor=redact_record,
+            redactor=functools.partial(redact_record, secrets=self._secrets()),
             listener=metrics,
         )
         self._rng = rng or random.Random()
@@ -108,6 +109,12 @@ class ShadowRunner:
             "internal_errors": 0,
         }
         self.max_inflight_seen = 0
+
+    def _secrets(self) -> tuple[str, ...]:
+        """Secrets to scrub from records besides the environment's: this server's API key, which may come
+        from a config file rather than ``TRAVEL_SLM_API_KEY``."""
+        key = self.full_settings.api_key if self.full_settings is not None else None
+        return (key.get_secret_value(),) if key is not None else ()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
