@@ -56,8 +56,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench.eval import positive_int
 from bench.stats import percentile, share
+from evaluation.evaluate import positive_int
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPORA = REPO.parent / "shared" / "reference" / "corpora"
@@ -117,7 +117,7 @@ def load_turns(paths: Sequence[str | Path], n: int, problems: list[str] | None =
     """``n`` labelled turns spread evenly over ``paths`` (read in place); bad lines go to ``problems``."""
     from pydantic import ValidationError
 
-    from bench.corpus import Record
+    from evaluation.corpus import Record
 
     files: list[tuple[str, list[str]]] = []
     for path in paths:

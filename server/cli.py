@@ -10,7 +10,7 @@ from collections.abc import Sequence
 #: subcommand modules; each exposes ``register(subparsers)`` that adds its parser with ``func=``.
 COMMAND_MODULES: tuple[str, ...] = (
     "server.serve_command",
-    "bench.eval",
+    "evaluation.evaluate",
     "server.predict_command",
     "contracts.export",
     "engines.shadow.report_command",

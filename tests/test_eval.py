@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.eval import METRICS, TurnResult, compute_metrics, evaluate_gate, latency_summary
 from engines.deterministic import run_turn
+from evaluation.evaluate import METRICS, TurnResult, compute_metrics, evaluate_gate, latency_summary
 from tests.reference import CORPORA, require_reference
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -56,7 +56,7 @@ FLOORS: dict[str, float] = {"tool_match": 0.85, "render_intent_match": 0.85, "wi
 
 
 def test_shipped_model_answers_60_eval_turns_itself_above_its_floors(tmp_path):
-    from bench.eval import run_eval
+    from evaluation.evaluate import run_eval
     from server.config import load_settings
 
     settings = load_settings(slm={"adapter": "transformers", "timeout_ms_extract": 120_000,
@@ -72,7 +72,7 @@ def test_shipped_model_answers_60_eval_turns_itself_above_its_floors(tmp_path):
 def test_shipped_eval_report_states_the_gate_verdict_honestly():
     """The package's own full eval-split report: the gate verdict matches its figures (no hard-coded pass)."""
     import models
-    from bench.eval import GATE, evaluate_gate
+    from evaluation.evaluate import GATE, evaluate_gate
 
     report = json.loads((models.SHIPPED / "eval_report.json").read_text())["eval"]
     assert report["metrics"]["fallback_rate"] == 0.0

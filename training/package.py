@@ -72,7 +72,7 @@ def write_weights(adapter: Path, out: Path) -> list[str]:
 
 def evaluate(package: Path, corpora: list[str], val: Path | None, val_limit: int) -> dict[str, Any]:
     """``travel-slm eval`` of the package on its own answers: the reference eval split and the val set."""
-    from bench.eval import run_eval
+    from evaluation.evaluate import run_eval
     from server.config import load_settings
 
     settings = load_settings(slm={"model": str(package), "timeout_ms_extract": EVAL_TIMEOUT_MS,

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.corpus import CorpusProblem, LabelledTurn, read_corpora
 from bench.stats import percentile, share
 from contracts.validation import envelope_validity, extract_errors, intent_in_vocab, tools_in_vocab
 from engines.agreement import extract_agreement, render_agreement, turn_class
+from evaluation.corpus import CorpusProblem, LabelledTurn, read_corpora
 
 VIEWS: dict[str, str] = {
     "own": "own answers: a pass that fell back scores as a miss",
