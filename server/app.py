@@ -208,7 +208,8 @@ class GuardMiddleware:
             await self._guard(scope, receive, send, span)
 
     async def _guard(self, scope: Scope, receive: Receive, send: Send, span: Any) -> None:
-        if scope.get("method") == "HEAD" and scope.get("path") in ("/healthz", "/readyz"):
+        method = str(scope.get("method"))
+        if method == "HEAD" and scope.get("path") in ("/healthz", "/readyz"):
             # probes may use HEAD (Kubernetes httpGet does not, load balancers do): the GET route, no body
             scope = {**scope, "method": "GET"}
             send = _without_body(send)
@@ -301,8 +302,7 @@ class GuardMiddleware:
                 self.metrics.inflight.dec()
                 self.metrics.request_finished(ctx.get("pass"), ctx.get("engine"), status or 500)
             if span is not None and self.tracing is not None:
-                self.tracing.finish(span, str(scope.get("method")), path if path in _LOGGED_PATHS else None,
-                                    status or 500, ctx)
+                self.tracing.finish(span, method, path if path in _LOGGED_PATHS else None, status or 500, ctx)
             muted = not self.log_probes and path in PROBE_PATHS and 0 < status < 400
             if not muted and access_log.isEnabledFor(logging.INFO):
                 access_log.info("request", extra={

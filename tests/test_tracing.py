@@ -188,9 +188,11 @@ def test_errors_unknown_paths_and_no_user_text(traced: Any) -> None:
     url, _app, memory = traced()
     assert httpx.post(url + "/extract", json={"turn": {"event_payload": 7}}).status_code == 422
     assert httpx.get(url + f"/no/such/{USER_TEXT}").status_code == 404
+    assert httpx.head(url + "/healthz").status_code == 200
     spans = memory.get_finished_spans()
     names = [s.name for s in spans]
     assert "POST /extract" in names and "GET" in names  # a path that is no route is not a span name
+    assert "HEAD /healthz" in names  # the probe's own method, though it is answered by the GET route
     bad = next(s for s in spans if s.name == "POST /extract")
     assert bad.attributes["http.response.status_code"] == 422
     assert bad.status.status_code != StatusCode.ERROR  # a client error is not the server's
