@@ -1,10 +1,10 @@
 """The ``openai`` engine: any OpenAI-compatible upstream (OpenAI, a vLLM server, another instance of this server).
 
 Requests carry ``response_format`` ``json_schema`` with the *strict form* of the pass contract
-(:func:`strict_schema`): every object closed and every key required, optional keys made nullable,
+(:func:`contracts.strict.strict_schema`): every object closed and every key required, optional keys made nullable,
 the render envelopes typed per widget. With ``structured_outputs = "vllm"`` the same schema also goes
 in vLLM's own field ``structured_outputs: {"json": ...}`` (vLLM >= 0.12; ``guided_json`` before).
-Answers are mapped back with :func:`destrict` (nulls the strict form added are dropped) and then
+Answers are mapped back with :func:`contracts.strict.destrict` (nulls the strict form added are dropped) and then
 validated by the fallback layer like every other engine's.
 
 The key comes from the ``OPENAI_API_KEY`` environment variable only; it never appears in an error,
@@ -13,17 +13,14 @@ a log line, ``describe()`` or ``/healthz``.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
 import os
 import time
-from functools import lru_cache
-from typing import Annotated, Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, Field, create_model
 
+from contracts.strict import destrict, strict_schema, warm
 from engines.base import Engine, EngineError, PassOutput
 from engines.shadow.redact import configured_secrets, json_bytes, scrub_secrets
 from server.config import OpenAISettings
@@ -40,248 +37,6 @@ class ClientInputError(EngineError):
     a 4xx), not because of the upstream: a fallback, but never a failure of the circuit breaker."""
 
     counts_toward_breaker = False
-
-# --- contract schemas --------------------------------------------------------------------------------
-
-#: JSON Schema keywords whose value is a map of name -> subschema.
-_SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas")
-#: keywords whose value is one subschema.
-_SCHEMA_ONE = ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames",
-               "unevaluatedProperties", "unevaluatedItems")
-#: keywords whose value is a list of subschemas.
-_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
-#: annotations: ignored when schemas are compared.
-_ANNOTATIONS = frozenset({"title", "description", "examples", "$schema", "$id", "$comment"})
-#: string formats OpenAI structured outputs accept.
-_OPENAI_FORMATS = frozenset({"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"})
-
-
-def contract_model(pass_: str) -> type[BaseModel]:
-    if pass_ == "extract":
-        from contracts.extract import ExtractOutput
-
-        return ExtractOutput
-    from contracts.render import RenderOutput
-
-    return RenderOutput
-
-
-@lru_cache(maxsize=2)
-def _typed_model(pass_: str) -> type[BaseModel]:
-    """The pass output with every payload typed (the render envelope's payload is a plain object)."""
-    if pass_ == "extract":
-        return contract_model("extract")
-    from contracts.widgets import TYPED_ENVELOPES
-
-    widget = Annotated[Union[tuple(TYPED_ENVELOPES.values())], Field(discriminator="widget_type")]  # noqa: UP007
-    return create_model(
-        "RenderOutputTyped",
-        bot_message=(str, ...),
-        widgets=(Annotated[list[widget], Field(min_length=1, max_length=2)], ...),  # type: ignore[valid-type]
-    )
-
-
-@lru_cache(maxsize=2)
-def _contract_schema_cached(pass_: str) -> str:
-    return json.dumps(contract_model(pass_).model_json_schema())
-
-
-def contract_schema(pass_: str) -> dict[str, Any]:
-    """The pass contract as JSON Schema (``ExtractOutput`` / ``RenderOutput``)."""
-    return json.loads(_contract_schema_cached(pass_))
-
-
-@lru_cache(maxsize=2)
-def _typed_schema_cached(pass_: str) -> str:
-    return json.dumps(_typed_model(pass_).model_json_schema())
-
-
-@lru_cache(maxsize=2)
-def _strict_schema_cached(pass_: str) -> str:
-    schema = json.loads(_typed_schema_cached(pass_))
-    defs = schema.get("$defs", {})
-    return json.dumps(_strictify(schema, defs))
-
-
-def strict_schema(pass_: str) -> dict[str, Any]:
-    """The OpenAI strict form of the pass contract (what the ``openai`` engine sends)."""
-    return json.loads(_strict_schema_cached(pass_))
-
-
-def _resolve(node: Any, defs: dict[str, Any]) -> Any:
-    seen = 0
-    while isinstance(node, dict) and isinstance(node.get("$ref"), str) and seen < 32:
-        ref = node["$ref"]
-        name = ref.rsplit("/", 1)[-1]
-        if not ref.startswith("#/$defs/") or name not in defs:
-            return node
-        node = defs[name]
-        seen += 1
-    return node
-
-
-def _allows_null(node: Any, defs: dict[str, Any]) -> bool:
-    node = _resolve(node, defs)
-    if not isinstance(node, dict):
-        return True
-    if not node or set(node) <= _ANNOTATIONS:
-        return True  # any value
-    kind = node.get("type")
-    if kind == "null" or (isinstance(kind, list) and "null" in kind):
-        return True
-    if "const" in node and node["const"] is None:
-        return True
-    if isinstance(node.get("enum"), list) and None in node["enum"]:
-        return True
-    return any(_allows_null(b, defs) for key in ("anyOf", "oneOf") for b in node.get(key, []) or [])
-
-
-_ANY_SCALAR: dict[str, Any] = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
-
-
-def _strictify(node: Any, defs: dict[str, Any]) -> Any:
-    if not isinstance(node, dict):
-        return node
-    if not node or set(node) <= _ANNOTATIONS:
-        return copy.deepcopy(_ANY_SCALAR)  # "any value" is not expressible in strict mode
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key in ("default", "discriminator", "examples"):
-            continue
-        if key == "format" and value not in _OPENAI_FORMATS:
-            continue
-        if key == "oneOf":
-            key = "anyOf"
-        if key == "const":
-            out["enum"] = [value]
-            continue
-        if key in _SCHEMA_MAPS and isinstance(value, dict):
-            out[key] = {name: _strictify(sub, defs) for name, sub in value.items()}
-        elif key in _SCHEMA_LISTS and isinstance(value, list):
-            out[key] = [_strictify(sub, defs) for sub in value]
-        elif key in _SCHEMA_ONE and isinstance(value, dict):
-            out[key] = _strictify(value, defs)
-        else:
-            out[key] = copy.deepcopy(value)
-    is_object = out.get("type") == "object" or "properties" in out
-    if is_object:
-        props: dict[str, Any] = out.get("properties") or {}
-        required = set(node.get("required") or [])
-        for name, sub in list(props.items()):
-            if name not in required and not _allows_null(node["properties"][name], defs):
-                props[name] = {"anyOf": [sub, {"type": "null"}]}
-        out["type"] = "object"
-        out["properties"] = props
-        out["required"] = list(props)
-        out["additionalProperties"] = False
-        out.pop("patternProperties", None)
-    return out
-
-
-def normalize_schema(node: Any) -> Any:
-    """A schema without annotations (title, description, $schema, ...), for semantic comparison."""
-    if isinstance(node, list):
-        return [normalize_schema(v) for v in node]
-    if not isinstance(node, dict):
-        return node
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key in _ANNOTATIONS:
-            continue
-        if key in _SCHEMA_MAPS and isinstance(value, dict):
-            out[key] = {name: normalize_schema(sub) for name, sub in value.items()}
-        elif key in ("required", "enum") and isinstance(value, list):
-            out[key] = sorted(value, key=lambda v: json.dumps(v, sort_keys=True))
-        else:
-            out[key] = normalize_schema(value)
-    return out
-
-
-@lru_cache(maxsize=2)
-def _accepted_cached(pass_: str) -> tuple[str, ...]:
-    candidates: list[Any] = [
-        contract_model(pass_).model_json_schema(),
-        contract_model(pass_).model_json_schema(mode="serialization"),
-        json.loads(_typed_schema_cached(pass_)),
-        strict_schema(pass_),
-    ]
-    from pathlib import Path
-
-    exported = Path(__file__).resolve().parent.parent / "contracts" / "schemas" / f"{pass_}_output.schema.json"
-    if exported.is_file():
-        with contextlib.suppress(OSError, ValueError):
-            candidates.append(json.loads(exported.read_text(encoding="utf-8")))
-    return tuple(json.dumps(normalize_schema(c), sort_keys=True) for c in candidates)
-
-
-def schema_matches_contract(pass_: str, schema: Any) -> bool:
-    """Whether ``schema`` is (semantically) the pass contract: the pydantic schema, the exported file,
-    the typed form or the strict form; annotations and key order are ignored."""
-    if not isinstance(schema, dict):
-        return False
-    return json.dumps(normalize_schema(schema), sort_keys=True) in _accepted_cached(pass_)
-
-
-def destrict(pass_: str, document: Any) -> Any:
-    """Drop the ``null`` values of optional keys (the strict form makes every key required); guided by the typed schema."""
-    schema = json.loads(_typed_schema_cached(pass_))
-    return _destrict(document, schema, schema.get("$defs", {}))
-
-
-def _branch_matches(value: Any, branch: Any, defs: dict[str, Any]) -> bool:
-    branch = _resolve(branch, defs)
-    if not isinstance(branch, dict):
-        return True
-    kind = branch.get("type")
-    if isinstance(value, dict):
-        if kind not in (None, "object") and not (isinstance(kind, list) and "object" in kind):
-            return False
-        props = branch.get("properties") or {}
-        for name, sub in props.items():
-            sub = _resolve(sub, defs)
-            if name in value and isinstance(sub, dict):
-                if "const" in sub and value[name] != sub["const"]:
-                    return False
-                if isinstance(sub.get("enum"), list) and value[name] not in sub["enum"]:
-                    return False
-        if branch.get("additionalProperties") is False and props and any(k not in props for k in value):
-            return False
-        return all(name in value for name in branch.get("required") or [])
-    if isinstance(value, list):
-        return kind in (None, "array")
-    return kind != "object" and kind != "array"
-
-
-def _destrict(value: Any, schema: Any, defs: dict[str, Any]) -> Any:
-    schema = _resolve(schema, defs)
-    if not isinstance(schema, dict):
-        return value
-    branches = schema.get("anyOf") or schema.get("oneOf")
-    if isinstance(branches, list):
-        if value is None:
-            return None
-        for branch in branches:
-            if _branch_matches(value, branch, defs):
-                return _destrict(value, branch, defs)
-        return value
-    if isinstance(value, dict) and isinstance(schema.get("properties"), dict):
-        props = schema["properties"]
-        required = set(schema.get("required") or [])
-        out: dict[str, Any] = {}
-        for key, sub in value.items():
-            spec = props.get(key)
-            if spec is None:
-                out[key] = sub
-            elif sub is None and key not in required:
-                # The strict form makes every key required; an optional key the model had no value for
-                # comes back as null. The oracle never writes null into an optional key, so drop it.
-                continue
-            else:
-                out[key] = _destrict(sub, spec, defs)
-        return out
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [_destrict(item, schema["items"], defs) for item in value]
-    return value
 
 
 # --- prompts -------------------------------------------------------------------------------------------
@@ -340,10 +95,7 @@ class OpenAIEngine(Engine):
         headers = {"Accept": "application/json", "User-Agent": "travel-slm"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        # Warm the schemas now so that the first request does not pay for them.
-        for pass_ in ("extract", "render"):
-            strict_schema(pass_)
-            _typed_schema_cached(pass_)
+        warm()  # the schemas now, so that the first request does not pay for them
         self._client = httpx.AsyncClient(
             base_url=base, headers=headers, transport=self._transport,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),

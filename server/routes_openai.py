@@ -28,10 +28,10 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from contracts.planner import Notes
+from contracts.strict import schema_matches_contract
 from contracts.turn import RenderRequest, Turn
 from contracts.vocab import CONTRACT_VERSION
 from engines.fallback import Served
-from engines.openai_engine import schema_matches_contract
 from engines.shadow.redact import json_bytes, json_line
 from server.errors import FALLBACK_503, OPENAI_ERRORS, ApiError, JSONResponse, validation_error
 from server.routes_planner import (

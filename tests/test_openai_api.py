@@ -9,8 +9,9 @@ import httpx
 import openai
 import pytest
 
+from contracts.export import PACKAGE_SCHEMAS
+from contracts.strict import contract_schema, strict_schema
 from contracts.vocab import CONTRACT_VERSION
-from engines.openai_engine import contract_schema, strict_schema
 
 HOTELS = {"event_type": "user_message", "event_payload": {"text": "hotels in Paris for 2 adults"},
           "slot_state": {"check_in_date": "2026-05-01", "check_out_date": "2026-05-04"}}
@@ -111,11 +112,7 @@ def test_aliases_select_the_pass(client: openai.OpenAI, live_server: Any) -> Non
 def test_response_format_contract_schemas_are_accepted(client: openai.OpenAI, pass_: str) -> None:
     model = f"travel-{pass_}"
     payload = HOTELS if pass_ == "extract" else {"turn": HOTELS}
-    exported = json.loads(
-        (__import__("pathlib").Path(__file__).resolve().parent.parent / "contracts" / "schemas"
-         / f"{pass_}_output.schema.json").read_text()
-    ) if (__import__("pathlib").Path(__file__).resolve().parent.parent / "contracts" / "schemas"
-          / f"{pass_}_output.schema.json").is_file() else contract_schema(pass_)
+    exported = json.loads((PACKAGE_SCHEMAS / f"{pass_}_output.schema.json").read_text(encoding="utf-8"))
     formats: list[dict[str, Any]] = [
         {"type": "json_object"},
         {"type": "json_schema", "json_schema": {"name": pass_, "schema": contract_schema(pass_)}},

@@ -7,14 +7,18 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import jsonschema
 import pytest
 
+from contracts.render import TypedRenderOutput
+from contracts.strict import OPENAI_FORMATS, destrict, resolve, strict_schema, typed_schema
+from contracts.widgets import TYPED_ENVELOPES
 from engines.deterministic.extract import extract as oracle_extract
-from engines.openai_engine import _resolve, destrict, strict_schema
+from engines.slm import grammars
 from tests.conftest import completion
 
 TURN = {"event_type": "user_message", "event_payload": {"text": "hotels in Paris for 2 adults"},
@@ -230,14 +234,14 @@ async def _on_fresh_engine(app: Any, turn: dict[str, Any]) -> Any:
 
 def _fill_nulls(value: Any, schema: Any, defs: dict[str, Any]) -> Any:
     """What a strict-mode model answers: every optional key present, null when it has no value."""
-    schema = _resolve(schema, defs)
+    schema = resolve(schema, defs)
     if not isinstance(schema, dict):
         return value
     if "anyOf" in schema:
         if value is None:
             return None
         for branch in schema["anyOf"]:
-            if _resolve(branch, defs).get("type") == "null":
+            if resolve(branch, defs).get("type") == "null":
                 continue
             filled = _fill_nulls(value, branch, defs)
             if jsonschema.Draft202012Validator({"$defs": defs, **branch}).is_valid(filled):
@@ -273,3 +277,58 @@ def test_strict_form_round_trip_on_reference_outputs(pass_: str, reference_recor
         assert destrict(pass_, strict_answer) == document, record["id"]
     assert changed > 0  # the strict form really differs (nulls were added), so the round trip means something
     assert free_form < len(reference_records) / 4
+
+
+def _nodes(node: Any) -> Any:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _nodes(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _nodes(value)
+
+
+@pytest.mark.parametrize("pass_", ["extract", "render"])
+def test_strict_form_is_what_openai_structured_outputs_accept(pass_: str) -> None:
+    """Every object closed with every key required; no oneOf, const, default, discriminator or foreign format."""
+    schema = strict_schema(pass_)
+    objects = 0
+    for node in _nodes(schema):
+        assert not {"oneOf", "const", "default", "discriminator", "patternProperties"} & set(node), node
+        assert node.get("format", "date") in OPENAI_FORMATS, node
+        if node.get("type") == "object":
+            objects += 1
+            assert node["additionalProperties"] is False and node["required"] == list(node["properties"]), node
+    assert objects > (2 * len(TYPED_ENVELOPES) if pass_ == "render" else 5)  # every envelope and payload visited
+    assert strict_schema(pass_) == schema and strict_schema(pass_) is not schema  # a fresh copy each call
+
+
+def test_one_typed_render_union_for_the_openai_engine_and_the_slm_grammar() -> None:
+    """The strict form and the full-render grammar type the envelopes from one union: every widget type once,
+    the same envelope definitions as the exported render contract."""
+    strict = strict_schema("render")
+    grammar = json.loads(grammars.schema_texts("full")[grammars.RENDER_FULL])
+    exported = TypedRenderOutput.model_json_schema()
+    for schema in (typed_schema("render"), grammar):
+        branches = schema["properties"]["widgets"]["items"]["anyOf" if schema is grammar else "oneOf"]
+        names = [b["$ref"].rsplit("/", 1)[-1] for b in branches]
+        assert sorted(names) == sorted(m.__name__ for m in TYPED_ENVELOPES.values())
+        assert schema["$defs"].keys() == exported["$defs"].keys()
+    assert len(strict["properties"]["widgets"]["items"]["anyOf"]) == len(TYPED_ENVELOPES)
+    assert grammar["additionalProperties"] is False  # the grammar is closed; the strict form closes every object
+
+
+def test_the_shared_contract_modules_import_only_contracts() -> None:
+    """contracts/ is the bottom layer: the strict form and the OpenAI protocol import no engine, adapter or server."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "contracts"
+    for name in ("strict.py",):
+        tree = ast.parse((root / name).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                       else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for module in modules:
+                top = module.split(".")[0]
+                assert top not in {"engines", "adapters", "server", "bench", "evaluation", "training"}, (name, module)

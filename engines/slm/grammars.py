@@ -11,8 +11,9 @@
 - ``render_plan`` (``render_mode=plan``): ``{"bot_message": <one of BOT_MESSAGES>, "widgets":
   [{"widget_type": <one of PLAN_WIDGET_TYPES>, "variant": <one of VARIANTS>}] (1-2)}``; the engine
   assembles the envelopes with the deterministic assembler.
-- ``render_full`` (``render_mode=full``): ``{"bot_message": str, "widgets": [typed envelope] (1-2)}``
-  from :data:`contracts.widgets.TYPED_ENVELOPES`.
+- ``render_full`` (``render_mode=full``): ``{"bot_message": str, "widgets": [typed envelope] (1-2)}``:
+  :func:`contracts.strict.decoded_render_model`, the typed render output the ``openai`` engine's strict
+  form is derived from too.
 
 xgrammar treats ``oneOf`` as ``anyOf`` (:func:`as_decoded` writes it so), and a length stop can
 cut any document short, so the fallback layer validates every output after decoding.
@@ -24,11 +25,12 @@ import copy
 import functools
 import itertools
 import json
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from contracts.extract import ExtractOutput
+from contracts.strict import decoded_render_model
 from contracts.vocab import MISSING_VALUES
 
 EXTRACT = "extract"
@@ -112,16 +114,7 @@ def plan_schema() -> dict[str, Any]:
 
 @functools.cache
 def full_schema() -> dict[str, Any]:
-    from contracts.widgets import TYPED_ENVELOPES
-
-    envelopes = tuple(TYPED_ENVELOPES.values())
-    full = create_model(
-        "FullRender",
-        __config__=ConfigDict(extra="forbid"),
-        bot_message=(str, ...),
-        widgets=(Annotated[list[Union[envelopes]], Field(min_length=1, max_length=2)], ...),  # type: ignore[valid-type]  # noqa: UP007
-    )
-    return full.model_json_schema()
+    return decoded_render_model().model_json_schema()
 
 
 def schema_for(key: str) -> dict[str, Any]:
