@@ -34,7 +34,7 @@ from contracts.vocab import CONTRACT_VERSION
 from engines.fallback import Served
 from engines.shadow.redact import json_bytes, json_line
 from server.errors import FALLBACK_503, OPENAI_ERRORS, ApiError, JSONResponse, validation_error
-from server.routes_planner import (
+from server.passes import (
     XEngine,
     XTimeout,
     answer_render,

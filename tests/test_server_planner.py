@@ -148,6 +148,25 @@ def test_x_engine_override(live_server: Any) -> None:
     assert _post(base, "/render", {"turn": HOTEL_TURN}, headers={"X-Engine": "nope"}).status_code == 400
 
 
+@pytest.mark.parametrize("path", ["/extract", "/render"])
+def test_the_body_is_checked_before_the_pass_headers(default_server: str, path: str) -> None:
+    """server.passes: the endpoint reads X-Engine and X-Request-Timeout-Ms once its body is valid (not as FastAPI
+    dependencies, which would run first): a bad body with bad headers is the body's 422, and the 422 counts no
+    engine; with a good body each header is its own 400."""
+    bad_headers = {"X-Engine": "gpt5", "X-Request-Timeout-Ms": "soon"}
+    r = _post(default_server, path, {"turn": "not an object"}, headers=bad_headers)
+    assert r.status_code == 422, r.text
+    assert any(err["loc"][:2] == ["body", "turn"] for err in r.json()["detail"])
+    metrics = httpx.get(default_server + "/metrics").text
+    label = f'pass="{path[1:]}",status="422"'
+    assert any(label in line and 'engine="none"' in line for line in metrics.splitlines()
+               if line.startswith("travel_slm_requests_total")), label
+    r = _post(default_server, path, {"turn": HOTEL_TURN}, headers=bad_headers)
+    assert r.status_code == 400 and "X-Engine" in r.json()["detail"]
+    r = _post(default_server, path, {"turn": HOTEL_TURN}, headers={"X-Request-Timeout-Ms": "soon"})
+    assert r.status_code == 400 and "X-Request-Timeout-Ms" in r.json()["detail"]
+
+
 def test_extraction_outside_the_contract_renders_and_says_what_was_mapped(default_server: str) -> None:
     ex = _post(default_server, "/extract", {"turn": HOTEL_TURN}).json()["extract"]
     odd = copy.deepcopy(ex)
