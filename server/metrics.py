@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from contracts.planner import RULE_IDS, RULES, InputNote
 from engines.agreement import FIELDS as AGREEMENT_FIELDS
 from engines.fallback import CircuitBreaker, Served
+from engines.shadow.report import GATE_TARGETS, P95_TARGET_MS, SCHEMA_TARGET
 
 PREFIX = "travel_slm_"
 
@@ -689,22 +690,118 @@ class Metrics:
             out.setdefault(p, {})[e] = fig
         return out
 
-    def latency_summary(self) -> dict[str, dict[str, dict[str, float | int | None]]]:
-        """``{pass: {engine: {count, p50_ms, p95_ms, fallback, fallback_rate}}}`` since start: quantiles from the
-        latency sketches (nearest-rank, the shadow report's definition), fallbacks from the counters."""
-        fallback: dict[tuple[str, str], float] = {}
-        for metric in self.request_duration.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_count") and sample.labels.get("outcome") == "fallback":
-                    key = (sample.labels.get("pass", ""), sample.labels.get("engine", ""))
-                    fallback[key] = fallback.get(key, 0.0) + sample.value
-        out: dict[str, dict[str, dict[str, float | int | None]]] = {}
-        for p, engines in self.latency_totals().items():
-            for e, fig in engines.items():
-                fb = fallback.get((p, e), 0.0)
-                out.setdefault(p, {})[e] = {**fig, "fallback": int(fb),
-                                            "fallback_rate": (fb / fig["count"]) if fig["count"] else None}
-        return out
+    def collect_stats(self) -> dict[str, Any]:
+        """The figures since the process started, as ``/v1/stats`` and the dashboard show them: counts from this
+        registry (this process), p50/p95 from the latency sketches (nearest-rank, the shadow report's definition),
+        the shadow agreement against the gate targets."""
+        lat_buckets: dict[tuple[str, str], dict[float, float]] = {}
+        lat_count: dict[tuple[str, str], float] = {}
+        lat_sum: dict[tuple[str, str], float] = {}
+        outcomes: dict[tuple[str, str], dict[str, float]] = {}
+        requests: dict[tuple[str, str, str], float] = {}
+        fallbacks: dict[tuple[str, str, str], float] = {}
+        schema_invalid: dict[str, float] = {}
+        shadow_runs: dict[tuple[str, str], float] = {}
+        shadow_agree: dict[tuple[str, str, str], float] = {}
+        inflight = 0.0
+        for family in self.registry.collect():
+            for s in family.samples:
+                name, lab, v = s.name, s.labels, float(s.value)
+                if name == PREFIX + "request_duration_seconds_bucket":
+                    per = lat_buckets.setdefault((lab.get("pass", ""), lab.get("engine", "")), {})
+                    le = float(lab["le"])
+                    per[le] = per.get(le, 0.0) + v
+                elif name == PREFIX + "request_duration_seconds_count":
+                    key = (lab.get("pass", ""), lab.get("engine", ""))
+                    lat_count[key] = lat_count.get(key, 0.0) + v
+                    out = outcomes.setdefault(key, {})
+                    out[lab.get("outcome", "")] = out.get(lab.get("outcome", ""), 0.0) + v
+                elif name == PREFIX + "request_duration_seconds_sum":
+                    key = (lab.get("pass", ""), lab.get("engine", ""))
+                    lat_sum[key] = lat_sum.get(key, 0.0) + v
+                elif name == PREFIX + "requests_total":
+                    key3 = (lab.get("pass", ""), lab.get("engine", ""), lab.get("status", ""))
+                    requests[key3] = requests.get(key3, 0.0) + v
+                elif name == PREFIX + "fallback_total":
+                    key3 = (lab.get("pass", ""), lab.get("engine", ""), lab.get("reason", ""))
+                    fallbacks[key3] = fallbacks.get(key3, 0.0) + v
+                elif name == PREFIX + "schema_invalid_total":
+                    cause = lab.get("cause", "")
+                    schema_invalid[cause] = schema_invalid.get(cause, 0.0) + v
+                elif name == PREFIX + "inflight":
+                    inflight += v
+                elif name == PREFIX + "shadow_runs_total":
+                    shadow_runs[(lab.get("pass", ""), lab.get("outcome", ""))] = v
+                elif name == PREFIX + "shadow_agreement_total":
+                    shadow_agree[(lab.get("pass", ""), lab.get("field", ""), lab.get("result", ""))] = v
+
+        quantiles = self.latency_totals("live")
+        latency: dict[str, dict[str, dict[str, Any]]] = {}
+        for (p, e), per in sorted(lat_buckets.items()):
+            cum = sorted(per.items())
+            count = lat_count.get((p, e), 0.0)
+            if count <= 0:
+                continue
+            fb = outcomes.get((p, e), {}).get("fallback", 0.0)
+            q = quantiles.get(p, {}).get(e, {})
+            latency.setdefault(p, {})[e] = {
+                "count": int(count),
+                "p50_ms": q.get("p50_ms"),
+                "p95_ms": q.get("p95_ms"),
+                "mean_ms": round(lat_sum.get((p, e), 0.0) / count * 1000.0, 3),
+                "fallback": int(fb),
+                "fallback_rate": fb / count,
+                "buckets": [[("+Inf" if math.isinf(le) else le), int(c)] for le, c in cum],
+            }
+
+        by_status: dict[str, int] = {}
+        by_pass: dict[str, int] = {}
+        for (p, _e, status), v in requests.items():
+            by_status[status] = by_status.get(status, 0) + int(v)
+            by_pass[p] = by_pass.get(p, 0) + int(v)
+        total_requests = sum(by_status.values())
+        errors = sum(n for st, n in by_status.items() if st.startswith("5"))
+        client_errors = sum(n for st, n in by_status.items() if st.startswith("4"))
+
+        fb_reason: dict[str, int] = {}
+        fb_pass: dict[str, int] = {}
+        for (p, _e, reason), v in fallbacks.items():
+            fb_reason[reason] = fb_reason.get(reason, 0) + int(v)
+            fb_pass[p] = fb_pass.get(p, 0) + int(v)
+        served = int(sum(lat_count.values()))
+        fb_total = sum(fb_reason.values())
+
+        runs: dict[str, dict[str, int]] = {}
+        for (p, outcome), v in shadow_runs.items():
+            runs.setdefault(p, {"compared": 0, "fell_back": 0, "dropped": 0})[outcome] = int(v)
+        agreement: dict[str, dict[str, dict[str, Any]]] = {}
+        for p in sorted({k[0] for k in shadow_agree}):
+            for field in AGREEMENT_FIELDS:
+                match = int(shadow_agree.get((p, field, "match"), 0.0))
+                total = match + int(shadow_agree.get((p, field, "mismatch"), 0.0))
+                if total:
+                    target = GATE_TARGETS.get(field)
+                    agreement.setdefault(p, {})[field] = {
+                        "match": match, "total": total, "rate": match / total, "target": target,
+                        "meets_target": None if target is None else match / total >= target,
+                    }
+        return {
+            "latency": latency,
+            "requests": {"total": total_requests, "by_status": dict(sorted(by_status.items())),
+                         "by_pass": dict(sorted(by_pass.items()))},
+            "errors": {"total": errors, "client_total": client_errors,
+                       "rate": (errors / total_requests) if total_requests else None},
+            "passes_served": served,
+            "fallbacks": {"total": fb_total, "by_reason": dict(sorted(fb_reason.items())),
+                          "by_pass": dict(sorted(fb_pass.items())),
+                          "rate": (fb_total / served) if served else None},
+            "schema_invalid": {"total": int(sum(schema_invalid.values())),
+                               "by_cause": {k: int(v) for k, v in sorted(schema_invalid.items()) if v}},
+            "inflight": int(inflight),
+            "shadow": {"runs": runs, "agreement": agreement, "latency": self.latency_totals("shadow"),
+                       "gate_targets": {"agreement": dict(GATE_TARGETS), "schema_validity": SCHEMA_TARGET,
+                                        "p95_ms": P95_TARGET_MS}},
+        }
 
 
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")

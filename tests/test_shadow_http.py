@@ -318,3 +318,13 @@ async def test_html_report_in_chromium_shows_the_json_figures(start_app: Callabl
     for reason in report["gate"]["reasons"][:100]:
         assert reason.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in dom
 
+
+
+def test_each_operations_route_is_served_once() -> None:
+    """/v1/stats and /dashboard (server.routes_stats) and /v1/shadow/report (server.routes_shadow): each route
+    once in the app, with its one tag, whichever module the app includes them from."""
+    app = create_app(load_settings())
+    paths = [route.path for route in app.routes if route.path in ("/v1/stats", "/dashboard", "/v1/shadow/report")]
+    assert sorted(paths) == ["/dashboard", "/v1/shadow/report", "/v1/stats"]
+    spec = app.openapi()["paths"]
+    assert [spec[p]["get"]["tags"] for p in sorted(paths)] == [["operations"]] * 3
