@@ -21,6 +21,8 @@ class EngineHealth(BaseModel):
     constrained: bool
     ready: bool
     reason: str
+    step: str
+    """The start-up step (as in ``/readyz``'s ``steps``)."""
     passes: list[str]
     circuit: dict[str, str]
 
@@ -136,7 +138,7 @@ async def healthz(request: Request) -> dict[str, Any]:
     for name in engine_set.configured:
         ready, reason = engine_set.ready_engine(name)
         circuit = {p: runner.breakers[(name, p)].state for p in ("extract", "render") if (name, p) in runner.breakers}
-        engines[name] = {**_describe(runner, name), "ready": ready, "reason": reason,
+        engines[name] = {**_describe(runner, name), "ready": ready, "reason": reason, "step": engine_set.step(name),
                          "passes": [p for p, e in passes.items() if e == name], "circuit": circuit}
     live = _describe(runner, settings.extraction_engine)
     shadow = request.app.state.shadow

@@ -121,6 +121,8 @@ def test_readyz_is_503_with_the_step_during_warm_up_and_200_once_warm(
     assert body["ready"] is False and body["steps"] == {"slm": "warming extract"}
     assert body["engines"]["slm"] == "slm engine: warming extract"
     assert "slm: slm engine: warming extract" in body["reason"]
+    health = httpx.get(url + "/healthz").json()["engines"]["slm"]
+    assert health["step"] == "warming extract" and health["ready"] is False
     assert adapter.stats["requests"] == 1 and adapter.stats["prefix_builds"] == 0
     # meanwhile the passes are served by the oracle, saying why
     contract = httpx.post(url + "/extract", json={"turn": TURN}).json()["llm_contract"]
