@@ -20,6 +20,15 @@ from typing import Any, ClassVar
 
 import httpx
 
+from contracts.openai_api import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChatMessage,
+    ErrorResponse,
+    JsonSchemaSpec,
+    ResponseFormat,
+    Usage,
+)
 from contracts.strict import destrict, strict_schema, warm
 from engines.base import Engine, EngineError, PassOutput
 from engines.shadow.redact import configured_secrets, json_bytes, scrub_secrets
@@ -66,6 +75,14 @@ SYSTEM_PROMPTS: dict[str, str] = {
 }
 
 
+def _error_message(raw: bytes) -> str:
+    """The message of an upstream's error answer (``{"error": {"message": ...}}``), or ""."""
+    try:
+        return ErrorResponse.model_validate(json.loads(raw)).error.message
+    except (ValueError, RecursionError):
+        return ""
+
+
 def _key_from_env() -> str | None:
     key = os.environ.get("OPENAI_API_KEY")
     return key.strip() if key and key.strip() else None
@@ -86,6 +103,7 @@ class OpenAIEngine(Engine):
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._start_error: str | None = None
+        self._templates: dict[str, dict[str, Any]] = {}
 
     def model_for(self, pass_: str) -> str:
         return self.settings.model_for(pass_)
@@ -95,7 +113,9 @@ class OpenAIEngine(Engine):
         headers = {"Accept": "application/json", "User-Agent": "travel-slm"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        warm()  # the schemas now, so that the first request does not pay for them
+        warm()  # the schemas and the request templates now, so that the first request does not pay for them
+        for pass_ in ("extract", "render"):
+            self._template(pass_)
         self._client = httpx.AsyncClient(
             base_url=base, headers=headers, transport=self._transport,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
@@ -112,27 +132,38 @@ class OpenAIEngine(Engine):
                 "model_render": self.settings.model_render, "api_key_set": self._api_key is not None,
                 "structured_outputs": self.settings.structured_outputs}
 
-    def request_body(self, pass_: str, user_content: dict[str, Any]) -> dict[str, Any]:
+    def request_template(self, pass_: str) -> ChatCompletionRequest:
+        """The upstream request of a pass but for its user message: the pass prompt, the strict form of the pass
+        contract as ``response_format`` (and as vLLM's ``structured_outputs`` when configured), the output cap."""
         schema = strict_schema(pass_)
-        body: dict[str, Any] = {
-            "model": self.settings.model_for(pass_),
-            "messages": [
-                {"role": "system", "content": SYSTEM_PROMPTS[pass_]},
-                {"role": "user", "content": json.dumps(user_content, ensure_ascii=False, separators=(",", ":"))},
-            ],
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": f"travel_{pass_}", "strict": True, "schema": schema},
-            },
-            "temperature": 0,
-            "n": 1,
-        }
+        extra: dict[str, Any] = {}
         if self.settings.structured_outputs == "vllm":
-            body["structured_outputs"] = {"json": schema}
+            extra["structured_outputs"] = {"json": schema}
         cap = self.settings.max_tokens(pass_)
         if cap is not None:
-            body["max_tokens"] = cap
-        return body
+            extra["max_tokens"] = cap
+        return ChatCompletionRequest(
+            model=self.settings.model_for(pass_),
+            messages=[ChatMessage(role="system", content=SYSTEM_PROMPTS[pass_])],
+            response_format=ResponseFormat(type="json_schema", json_schema=JsonSchemaSpec(
+                name=f"travel_{pass_}", strict=True, schema_=schema)),
+            temperature=0,
+            n=1,
+            **extra,
+        )
+
+    def _template(self, pass_: str) -> dict[str, Any]:
+        template = self._templates.get(pass_)
+        if template is None:
+            template = self._templates[pass_] = self.request_template(pass_).wire()
+        return template
+
+    def request_body(self, pass_: str, user_content: dict[str, Any]) -> dict[str, Any]:
+        """The request as sent (JSON-ready, only the parameters set): the pass's template, built once, with the
+        pass input as the user message's JSON. Nested values are shared with the template: do not mutate them."""
+        template = self._template(pass_)
+        user = ChatMessage(role="user", content=json.dumps(user_content, ensure_ascii=False, separators=(",", ":")))
+        return {**template, "messages": [*template["messages"], user.model_dump(exclude_unset=True)]}
 
     def _scrub(self, text: str) -> str:
         """An error text without any echo of a secret (the upstream key, whole or in part; see
@@ -175,27 +206,20 @@ class OpenAIEngine(Engine):
             raise EngineError("error", self._scrub(f"upstream unreachable: {type(exc).__name__}")) from None
         extra_ms = round((time.perf_counter() - started) * 1000.0, 1)
         if status >= 400:
-            message = ""
-            try:
-                err = json.loads(raw).get("error")
-                message = str(err.get("message", "")) if isinstance(err, dict) else ""
-            except (ValueError, AttributeError):
-                pass
             error_class = ClientInputError if status in CLIENT_STATUSES else EngineError
-            raise error_class("error", self._scrub(f"upstream HTTP {status}: {message}"))
+            raise error_class("error", self._scrub(f"upstream HTTP {status}: {_error_message(raw)}"))
         try:
-            body = json.loads(raw)
-            choice = body["choices"][0]
-            message_obj = choice["message"]
-            content = message_obj.get("content")
-            finish = choice.get("finish_reason") or "stop"
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            body = ChatCompletion.model_validate(json.loads(raw))
+        except (ValueError, RecursionError):  # not JSON, or not a chat.completion (pydantic's error is a ValueError)
             raise EngineError("error", "upstream answer is not a chat.completion") from None
-        usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-        prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        completion_tokens = int(usage.get("completion_tokens") or 0)
-        extra = {"upstream_ms": extra_ms, "upstream_model": str(body.get("model", ""))[:100],
-                 "system_fingerprint": str(body.get("system_fingerprint") or "")[:200]}
+        choice = body.choices[0]
+        content = choice.message.content
+        finish = choice.finish_reason or "stop"
+        usage = body.usage or Usage()
+        prompt_tokens = usage.prompt_tokens
+        completion_tokens = usage.completion_tokens
+        extra = {"upstream_ms": extra_ms, "upstream_model": body.model[:100],
+                 "system_fingerprint": (body.system_fingerprint or "")[:200]}
         if finish == "length":
             document = None
             if isinstance(content, str):
@@ -205,9 +229,8 @@ class OpenAIEngine(Engine):
                     document = None
             return PassOutput(document=document, finish_reason="length", prompt_tokens=prompt_tokens,
                               completion_tokens=completion_tokens, text=content, extra=extra)
-        if not isinstance(content, str):
-            refusal = message_obj.get("refusal") if isinstance(message_obj, dict) else None
-            raise EngineError("error", "upstream refused" if refusal else "upstream answer has no content")
+        if content is None:
+            raise EngineError("error", "upstream refused" if choice.message.refusal else "upstream answer has no content")
         try:
             document = json.loads(content)
         except ValueError as exc:

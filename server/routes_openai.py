@@ -12,6 +12,9 @@ type or value is a 400 whose ``error.param`` names it. ``stream: true`` is serve
 ``max_tokens`` / ``max_completion_tokens`` must be positive integers and are not applied (the answer is
 always the whole contract document); ``tools``, ``tool_choice``, ``functions`` and ``logprobs`` are refused
 with a 400 (the answer is the pass output, never a tool call), except an explicit ``tool_choice: "none"``.
+
+The wire shapes (request, completion, chunk, model list) are the protocol models of :mod:`contracts.openai_api`,
+which the ``openai`` engine speaks too; this module holds the serving logic only.
 """
 
 from __future__ import annotations
@@ -21,12 +24,24 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import ValidationError
 
+from contracts.openai_api import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChoiceDelta,
+    ChunkChoice,
+    ModelCard,
+    ModelList,
+    Usage,
+)
 from contracts.planner import Notes
 from contracts.strict import schema_matches_contract
 from contracts.turn import RenderRequest, Turn
@@ -56,124 +71,6 @@ _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 _CHUNK_CHARS = 96
 
 
-# --- request and response models ----------------------------------------------------------------------
-
-
-class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: str
-    text: str | None = None
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ContentPart] | None = None
-
-
-class JsonSchemaSpec(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
-    name: str | None = None
-    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
-    strict: bool | None = None
-
-
-class ResponseFormat(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: str
-    json_schema: JsonSchemaSpec | None = None
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    include_usage: StrictBool | None = False
-
-
-PositiveInt = Annotated[int, Field(strict=True, ge=1)]
-Temperature = Annotated[float, Field(strict=True, ge=0, le=2)]
-Probability = Annotated[float, Field(strict=True, ge=0, le=1)]
-Penalty = Annotated[float, Field(strict=True, ge=-2, le=2)]
-TopLogprobs = Annotated[int, Field(strict=True, ge=0, le=20)]
-_TOOLS_DOC = ("Refused (400): the answer is the pass output, never a tool call; only an explicit tool_choice "
-              "\"none\" is accepted.")
-
-
-class ChatCompletionRequest(BaseModel):
-    """The OpenAI chat request, typed strictly as OpenAI types it (a wrong type is a 400 naming the
-    parameter). Sampling parameters are checked and otherwise ignored (decoding is deterministic)."""
-
-    model_config = ConfigDict(extra="allow")
-    model: StrictStr
-    messages: list[ChatMessage] = Field(min_length=1)
-    response_format: ResponseFormat | None = None
-    stream: StrictBool | None = Field(default=False, description="true: the answer as server-sent "
-                                      "chat.completion.chunk events ending with data: [DONE].")
-    stream_options: StreamOptions | None = None
-    n: StrictInt | None = Field(default=1, description="Only 1 is supported.")
-    max_tokens: PositiveInt | None = Field(default=None, description="A positive integer; not applied: the "
-                                           "answer is always the whole contract document (a cut document "
-                                           "would not be valid JSON).")
-    max_completion_tokens: PositiveInt | None = Field(default=None, description="As max_tokens.")
-    temperature: Temperature | None = None
-    top_p: Probability | None = None
-    presence_penalty: Penalty | None = None
-    frequency_penalty: Penalty | None = None
-    seed: StrictInt | None = None
-    stop: StrictStr | list[StrictStr] | None = None
-    user: StrictStr | None = None
-    logprobs: StrictBool | None = Field(default=None, description="true is refused (400): no token "
-                                        "log-probabilities are computed.")
-    top_logprobs: TopLogprobs | None = None
-    tools: list[dict[str, Any]] | None = Field(default=None, description=_TOOLS_DOC)
-    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = Field(default=None,
-                                                                                    description=_TOOLS_DOC)
-    parallel_tool_calls: StrictBool | None = None
-    functions: list[dict[str, Any]] | None = Field(default=None, description=_TOOLS_DOC)
-    function_call: Literal["none", "auto"] | dict[str, Any] | None = Field(default=None, description=_TOOLS_DOC)
-
-
-class AssistantMessage(BaseModel):
-    role: Literal["assistant"]
-    content: str
-    refusal: None = None
-
-
-class Choice(BaseModel):
-    index: int
-    message: AssistantMessage
-    logprobs: None = None
-    finish_reason: Literal["stop"]
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"]
-    created: int
-    model: str
-    system_fingerprint: str
-    choices: list[Choice]
-    usage: Usage
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"]
-    created: int
-    owned_by: str
-    pass_: str = Field(alias="pass")
-
-
-class ModelList(BaseModel):
-    object: Literal["list"]
-    data: list[ModelCard]
-
-
 # --- helpers ---------------------------------------------------------------------------------------------
 
 
@@ -182,22 +79,15 @@ def model_table(request: Request) -> dict[str, str]:
     return {**PASS_MODELS, **request.app.state.settings.model_aliases}
 
 
-def _cards(request: Request) -> list[dict[str, Any]]:
+def _cards(request: Request) -> list[ModelCard]:
     created = request.app.state.started_at
-    return [{"id": mid, "object": "model", "created": created, "owned_by": "travel-slm", "pass": pass_}
+    return [ModelCard(id=mid, created=created, owned_by="travel-slm", pass_=pass_)
             for mid, pass_ in model_table(request).items()]
 
 
 def approx_tokens(text: str) -> int:
     """Token count when the engine has no tokenizer: words and punctuation marks."""
     return len(_TOKEN.findall(text))
-
-
-def _text(content: str | list[ContentPart] | None) -> str | None:
-    if content is None or isinstance(content, str):
-        return content
-    parts = [p.text for p in content if p.type in ("text", "input_text") and isinstance(p.text, str)]
-    return "".join(parts) if parts else None
 
 
 def _check_schema(pass_: str, schema: Any, param: str) -> None:
@@ -264,7 +154,7 @@ def pass_input(pass_: str, body: ChatCompletionRequest) -> tuple[Any, int]:
         raise ApiError(400, "no user message: the last user message carries the pass input JSON", param="messages",
                        code="missing_user_message")
     param = f"messages.{index}.content"
-    text = _text(body.messages[index].content)
+    text = body.messages[index].text()
     if text is None:
         raise ApiError(400, "the user message has no text content", param=param, code="invalid_content")
     try:
@@ -288,17 +178,19 @@ def fingerprint(served: Served) -> str:
     return f"{served.engine}:{served.adapter}:{served.model}:{CONTRACT_VERSION}"
 
 
-def usage(body: ChatCompletionRequest, served: Served, content: str) -> dict[str, int]:
+def usage(body: ChatCompletionRequest, served: Served, content: str) -> Usage:
     prompt = served.prompt_tokens
     if prompt <= 0:
-        prompt = sum(approx_tokens(_text(m.content) or "") for m in body.messages)
+        prompt = sum(approx_tokens(m.text() or "") for m in body.messages)
     completion = served.completion_tokens if served.completion_tokens > 0 and not served.fallback_used else 0
     if completion <= 0:
         completion = approx_tokens(content)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return Usage.of(prompt, completion)
 
 
-def _sse(data: dict[str, Any]) -> bytes:
+def _sse(chunk: ChatCompletionChunk, include_usage: bool) -> bytes:
+    """One server-sent event; ``usage`` is written only when the client asked for it."""
+    data = chunk.model_dump(exclude=None if include_usage else {"usage"})
     return b"data: " + json_bytes(data) + b"\n\n"
 
 
@@ -307,15 +199,15 @@ def _sse(data: dict[str, Any]) -> bytes:
 
 @router.get("/models", response_model=ModelList, response_model_by_alias=True,
             summary="The pass models and their aliases.", responses={401: OPENAI_ERRORS[401]})
-async def list_models(request: Request) -> dict[str, Any]:
-    return {"object": "list", "data": _cards(request)}
+async def list_models(request: Request) -> ModelList:
+    return ModelList(data=_cards(request))
 
 
 @router.get("/models/{model_id:path}", response_model=ModelCard, response_model_by_alias=True,
             summary="One model.", responses={401: OPENAI_ERRORS[401], 404: OPENAI_ERRORS[404]})
-async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+async def get_model(model_id: str, request: Request) -> ModelCard:
     for card in _cards(request):
-        if card["id"] == model_id:
+        if card.id == model_id:
             return card
     raise ApiError(404, f"the model {model_id[:100]!r} does not exist", param="model", code="model_not_found")
 
@@ -366,30 +258,26 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, x_engi
     headers = {"X-Latency-Ms": f"{served.latency_ms:.1f}",
                "X-Fallback-Reason": served.fallback_reason or "none", **extra_headers}
     if not body.stream:
-        completion = {
-            "id": completion_id, "object": "chat.completion", "created": created, "model": body.model,
-            "system_fingerprint": fp,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None},
-                         "logprobs": None, "finish_reason": "stop"}],
-            "usage": counts,
-        }
-        return JSONResponse(completion, background=background, headers=headers)
+        completion = ChatCompletion(
+            id=completion_id, created=created, model=body.model, system_fingerprint=fp,
+            choices=[Choice(message=AssistantMessage(content=content), finish_reason="stop")], usage=counts,
+        )
+        return JSONResponse(completion.model_dump(), background=background, headers=headers)
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": body.model,
-            "system_fingerprint": fp}
+
+    def chunk(delta: ChoiceDelta | None, finish_reason: str | None = None, last: bool = False) -> bytes:
+        choices = [] if delta is None else [ChunkChoice(delta=delta, finish_reason=finish_reason)]
+        return _sse(ChatCompletionChunk(id=completion_id, created=created, model=body.model, system_fingerprint=fp,
+                                        choices=choices, usage=counts if last else None), include_usage)
 
     async def events() -> AsyncIterator[bytes]:
-        extra = {"usage": None} if include_usage else {}
-        yield _sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                         "logprobs": None, "finish_reason": None}], **extra})
+        yield chunk(ChoiceDelta(role="assistant", content=""))
         for start in range(0, len(content), _CHUNK_CHARS):
-            yield _sse({**base, "choices": [{"index": 0, "delta": {"content": content[start:start + _CHUNK_CHARS]},
-                                             "logprobs": None, "finish_reason": None}], **extra})
-        yield _sse({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}],
-                    **extra})
+            yield chunk(ChoiceDelta(content=content[start:start + _CHUNK_CHARS]))
+        yield chunk(ChoiceDelta(), "stop")
         if include_usage:
-            yield _sse({**base, "choices": [], "usage": counts})
+            yield chunk(None, last=True)
         yield b"data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream", background=background,

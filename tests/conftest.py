@@ -292,10 +292,11 @@ class ScriptedUpstream:
 
 
 def completion(content: str | None, finish_reason: str = "stop", model: str = "upstream") -> dict[str, Any]:
-    return {"id": "chatcmpl-x", "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "finish_reason": finish_reason}],
-            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}
+    """A scripted upstream's ``chat.completion`` answer (the protocol model, as JSON-ready data)."""
+    from contracts.openai_api import AssistantMessage, ChatCompletion, Choice, Usage
+
+    return ChatCompletion(id="chatcmpl-x", model=model, usage=Usage.of(11, 7), choices=[
+        Choice(message=AssistantMessage(content=content), finish_reason=finish_reason)]).model_dump()
 
 
 @pytest.fixture

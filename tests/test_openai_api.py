@@ -1,4 +1,8 @@
-"""The OpenAI-compatible API (service.md 2.2) with the official ``openai`` client, unchanged but for base_url."""
+"""The OpenAI-compatible API (service.md 2.2) with the official ``openai`` client, unchanged but for base_url.
+
+Request bodies sent with httpx are built with the protocol models of :mod:`contracts.openai_api` (the routes
+validate with the same models); bodies that test the wire itself (invalid JSON, wrong types) stay hand-written.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,15 @@ import openai
 import pytest
 
 from contracts.export import PACKAGE_SCHEMAS
+from contracts.openai_api import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatMessage,
+    ErrorBody,
+    ErrorResponse,
+    StreamOptions,
+)
 from contracts.strict import contract_schema, strict_schema
 from contracts.vocab import CONTRACT_VERSION
 
@@ -22,9 +35,18 @@ def client(default_server: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=default_server + "/v1", api_key="unused", max_retries=0)
 
 
-def _messages(payload: Any) -> list[dict[str, str]]:
-    return [{"role": "system", "content": "You are a travel planner. (ignored by the server)"},
-            {"role": "user", "content": json.dumps(payload)}]
+def _chat(payload: Any) -> list[ChatMessage]:
+    return [ChatMessage(role="system", content="You are a travel planner. (ignored by the server)"),
+            ChatMessage(role="user", content=json.dumps(payload))]
+
+
+def _messages(payload: Any) -> list[dict[str, Any]]:
+    return [m.model_dump(exclude_unset=True) for m in _chat(payload)]
+
+
+def _body(model: str, payload: Any, **params: Any) -> dict[str, Any]:
+    """A chat request as sent: built with the protocol model (so it is one the routes accept by type)."""
+    return ChatCompletionRequest(model=model, messages=_chat(payload), **params).wire()
 
 
 def test_models_lists_passes_and_aliases(client: openai.OpenAI) -> None:
@@ -165,7 +187,8 @@ def test_bad_inputs_have_the_openai_error_shape(default_server: str) -> None:
     def check(r: httpx.Response, status: int) -> dict[str, Any]:
         assert r.status_code == status, r.text
         err = r.json()["error"]
-        assert set(err) == {"message", "type", "param", "code"}
+        assert set(err) == set(ErrorBody.model_fields)
+        assert ErrorResponse.model_validate(r.json()).model_dump() == r.json()  # the protocol's error, exactly
         assert "Traceback" not in r.text
         return err
 
@@ -180,17 +203,16 @@ def test_bad_inputs_have_the_openai_error_shape(default_server: str) -> None:
     err = check(httpx.post(url, json={"model": "travel-render", "messages": _messages({"turn": {},
                                                                                       "extraction": {}})}), 400)
     assert err["param"].startswith("messages.1.content.extraction")
-    err = check(httpx.post(url, json={"model": "travel-render", "messages": _messages(HOTELS)}), 400)  # not {turn}
+    err = check(httpx.post(url, json=_body("travel-render", HOTELS)), 400)  # not {turn}
     assert err["param"] == "messages.1.content.turn" and err["code"] == "missing_required_parameter"
     assert check(httpx.post(url, json={"model": "travel-extract", "messages": []}), 400)["param"] == "messages"
     assert check(httpx.post(url, json={"messages": _messages(HOTELS)}), 400)["param"] == "model"
     err = check(httpx.post(url, json={"model": "travel-extract",
                                       "messages": [{"role": "system", "content": "{}"}]}), 400)
     assert err["code"] == "missing_user_message"
-    check(httpx.post(url, json={"model": "unknown", "messages": _messages(HOTELS)}), 404)
-    check(httpx.post(url, json={"model": "travel-extract", "n": 2, "messages": _messages(HOTELS)}), 400)
-    check(httpx.post(url, json={"model": "travel-extract", "messages": _messages(HOTELS)},
-                     headers={"X-Engine": "bogus"}), 400)
+    check(httpx.post(url, json=_body("unknown", HOTELS)), 404)
+    check(httpx.post(url, json=_body("travel-extract", HOTELS, n=2)), 400)
+    check(httpx.post(url, json=_body("travel-extract", HOTELS), headers={"X-Engine": "bogus"}), 400)
 
 
 def test_content_parts_and_the_last_user_message(client: openai.OpenAI) -> None:
@@ -266,3 +288,42 @@ def test_stream_true_is_served_with_max_tokens(client: openai.OpenAI) -> None:
     pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
     assert "".join(pieces) == plain.choices[0].message.content
     assert len(pieces) > 2  # really streamed in pieces
+
+
+# --- the answers are the protocol's models, exactly ----------------------------------------------------------
+
+
+def _events(r: httpx.Response) -> list[str]:
+    lines = [line for line in r.text.split("\n") if line]
+    assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines), lines
+    return [line[len("data: "):] for line in lines[:-1]]
+
+
+@pytest.mark.parametrize(("model", "payload"), [("travel-extract", HOTELS), ("travel-render", {"turn": HOTELS})])
+def test_answers_are_exactly_the_protocol_models(default_server: str, model: str, payload: Any) -> None:
+    """A completion and every streamed chunk parse as the protocol models and dump back to the same JSON: no
+    field the models lack, none they would write differently; usage only when asked for, on the last chunk."""
+    url = default_server + "/v1/chat/completions"
+    r = httpx.post(url, json=_body(model, payload))
+    assert r.status_code == 200, r.text
+    answer = ChatCompletion.model_validate(r.json())
+    assert answer.model_dump() == r.json()
+    assert answer.choices[0].finish_reason == "stop" and answer.usage is not None
+    content = answer.choices[0].message.content or ""
+    for include_usage in (False, True):
+        r = httpx.post(url, json=_body(model, payload, stream=True,
+                                       stream_options=StreamOptions(include_usage=include_usage)))
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        chunks = [json.loads(event) for event in _events(r)]
+        parsed = [ChatCompletionChunk.model_validate(c) for c in chunks]
+        for chunk, data in zip(parsed, chunks, strict=True):
+            assert chunk.model_dump(exclude=None if include_usage else {"usage"}) == data
+            assert ("usage" in data) is include_usage
+        with_choice = [c for c in parsed if c.choices]
+        assert with_choice[0].choices[0].delta.role == "assistant"
+        assert "".join(c.choices[0].delta.content or "" for c in with_choice) == content
+        assert with_choice[-1].choices[0].finish_reason == "stop"
+        assert {c.id for c in parsed} == {parsed[0].id} and parsed[0].id.startswith("chatcmpl-")
+        if include_usage:
+            assert parsed[-1].choices == [] and parsed[-1].usage == answer.usage
+            assert all(c.usage is None for c in parsed[:-1])

@@ -14,6 +14,7 @@ import httpx
 import jsonschema
 import pytest
 
+from contracts.openai_api import ChatCompletion, ChatCompletionRequest, ChatMessage, ErrorBody, ErrorResponse
 from contracts.render import TypedRenderOutput
 from contracts.strict import OPENAI_FORMATS, destrict, resolve, strict_schema, typed_schema
 from contracts.widgets import TYPED_ENVELOPES
@@ -56,10 +57,11 @@ def test_second_instance_of_this_server_as_upstream(live_server: Any, reference_
             assert rd.json()["llm_contract"]["fallback_used"] is False, rd.json()["llm_contract"]
             assert rd.json()["render"] == record["expected"]["render"]
         # the OpenAI route of the downstream server, served through the upstream
-        chat = httpx.post(base + "/v1/chat/completions", json={
-            "model": "travel-extract", "messages": [{"role": "user", "content": json.dumps(TURN)}]}).json()
-        assert chat["system_fingerprint"].startswith("openai:http:")
-        assert chat["usage"]["prompt_tokens"] > 0
+        request = ChatCompletionRequest(model="travel-extract",
+                                        messages=[ChatMessage(role="user", content=json.dumps(TURN))])
+        chat = ChatCompletion.model_validate(httpx.post(base + "/v1/chat/completions", json=request.wire()).json())
+        assert (chat.system_fingerprint or "").startswith("openai:http:")
+        assert chat.usage is not None and chat.usage.prompt_tokens > 0
 
 
 def test_request_shape_key_and_vllm_field(live_server: Any, scripted_upstream: Any) -> None:
@@ -75,15 +77,18 @@ def test_request_shape_key_and_vllm_field(live_server: Any, scripted_upstream: A
         assert r.status_code == 200
         assert r.json()["llm_contract"]["fallback_used"] is False
         sent = up.requests[-1]
-        assert sent["model"] == "small-extract"
-        assert [m["role"] for m in sent["messages"]] == ["system", "user"]
-        assert json.loads(sent["messages"][1]["content"])["event_payload"] == TURN["event_payload"]
-        fmt = sent["response_format"]
-        assert fmt["type"] == "json_schema"
-        assert fmt["json_schema"]["strict"] is True
-        assert fmt["json_schema"]["schema"] == strict_schema("extract")
-        assert sent["structured_outputs"] == {"json": strict_schema("extract")}
-        assert "max_tokens" not in sent  # no cap configured: the upstream's default
+        # the engine's request is one the OpenAI routes accept: the same protocol model, strictly typed
+        request = ChatCompletionRequest.model_validate(sent)
+        assert request.model == "small-extract"
+        assert [m.role for m in request.messages] == ["system", "user"]
+        assert json.loads(request.messages[1].text() or "")["event_payload"] == TURN["event_payload"]
+        fmt = request.response_format
+        assert fmt is not None and fmt.type == "json_schema" and fmt.json_schema is not None
+        assert fmt.json_schema.strict is True and fmt.json_schema.name == "travel_extract"
+        assert fmt.json_schema.schema_ == strict_schema("extract")
+        assert request.model_extra == {"structured_outputs": {"json": strict_schema("extract")}}
+        assert request.temperature == 0 and request.n == 1
+        assert "max_tokens" not in sent and "stream" not in sent  # only what was set: the upstream's defaults
         assert up.headers[-1]["authorization"] == "Bearer sk-live-abcdef123456"
         health = httpx.get(base + "/healthz").text
         assert "sk-live-abcdef123456" not in health
@@ -116,11 +121,14 @@ OUT_OF_VOCAB = {"slot_updates": {}, "tool_requests": [{"tool": "mcp/amadeus.sear
         ((200, completion(json.dumps(SCHEMA_INVALID)), 0.0), "schema_invalid"),
         ((200, completion(json.dumps(OUT_OF_VOCAB)), 0.0), "out_of_vocab"),
         ((200, completion('{"slot_updates": {"region": {"label": "Par', finish_reason="length"), 0.0), "truncated"),
-        ((500, {"error": {"message": "upstream exploded", "type": "server_error"}}, 0.0), "error"),
+        ((500, ErrorResponse(error=ErrorBody(message="upstream exploded", type="server_error")).model_dump(), 0.0),
+         "error"),
         ((200, b"<html>not an API</html>", 0.0), "error"),
+        ((200, {"id": "x", "object": "chat.completion", "choices": []}, 0.0), "error"),
         ((200, completion(json.dumps(oracle_extract(TURN))), 1.0), "timeout"),
     ],
-    ids=["invalid_json", "schema_invalid", "out_of_vocab", "truncated", "http_500", "not_a_completion", "timeout"],
+    ids=["invalid_json", "schema_invalid", "out_of_vocab", "truncated", "http_500", "not_a_completion", "no_choices",
+         "timeout"],
 )
 def test_upstream_failures_fall_back_to_the_oracle(live_server: Any, scripted_upstream: Any,
                                                    reply: tuple[int, Any, float], reason: str) -> None:
@@ -151,12 +159,43 @@ def test_connection_refused_is_error(live_server: Any) -> None:
         sock.close()
 
 
+#: what OpenAI-compatible upstreams write beside OpenAI's fields, and what they leave out (hand-written wire JSON)
+LENIENT_ANSWERS = {
+    "minimal": {"choices": [{"message": {"content": None}}]},
+    "vllm": {"id": "cmpl-1", "object": "chat.completion", "created": 1, "model": "m", "prompt_logprobs": None,
+             "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "reasoning_content": "hmm",
+                                                  "tool_calls": []},
+                          "logprobs": None, "finish_reason": "stop", "stop_reason": None}],
+             "usage": {"prompt_tokens": 3, "total_tokens": 5, "completion_tokens": 2, "prompt_tokens_details": None}},
+    "null_finish_and_usage": {"id": "x", "model": "m", "system_fingerprint": None, "usage": None,
+                              "choices": [{"message": {"role": "assistant", "content": None}, "finish_reason": None}]},
+}
+
+
+@pytest.mark.parametrize("shape", sorted(LENIENT_ANSWERS))
+def test_an_upstream_answer_is_read_leniently(live_server: Any, scripted_upstream: Any, shape: str) -> None:
+    """The protocol model reads answers as OpenAI-compatible servers write them: fields left out (id, created,
+    usage, system_fingerprint, finish_reason) or added (vLLM's reasoning_content, stop_reason) are no failure."""
+    def answer(body: dict[str, Any]) -> tuple[int, Any, float]:
+        document = json.dumps(oracle_extract(json.loads(body["messages"][-1]["content"])))
+        raw = json.loads(json.dumps(LENIENT_ANSWERS[shape]))
+        raw["choices"][0]["message"]["content"] = document
+        return 200, raw, 0.0
+
+    with scripted_upstream(answer) as up:
+        base = live_server(_openai_settings(up.base_url))
+        body = httpx.post(base + "/extract", json={"turn": TURN}).json()
+        assert body["llm_contract"]["fallback_used"] is False, body["llm_contract"]
+        assert body["extract"] == _oracle(base, "/extract", {"turn": TURN})["extract"]
+        assert len(up.requests) == 1
+
+
 def test_circuit_breaker_opens_and_closes(live_server: Any, scripted_upstream: Any) -> None:
     mode = {"fail": True}
 
     def answer(body: dict[str, Any]) -> tuple[int, Any, float]:
         if mode["fail"]:
-            return 503, {"error": {"message": "overloaded"}}, 0.0
+            return 503, ErrorResponse(error=ErrorBody(message="overloaded")).model_dump(), 0.0
         return 200, completion(json.dumps(oracle_extract(json.loads(body["messages"][-1]["content"])))), 0.0
 
     with scripted_upstream(answer) as up:
@@ -190,7 +229,8 @@ def test_the_upstream_key_never_leaks(live_server: Any, scripted_upstream: Any, 
     key = KEY
 
     def answer(body: dict[str, Any]) -> tuple[int, Any, float]:
-        return 401, {"error": {"message": f"Incorrect API key provided: {echo}", "type": "invalid_request_error"}}, 0.0
+        error = ErrorBody(message=f"Incorrect API key provided: {echo}", type="invalid_request_error")
+        return 401, ErrorResponse(error=error).model_dump(), 0.0
 
     caplog.set_level(logging.DEBUG)
     with scripted_upstream(answer) as up:
@@ -324,7 +364,7 @@ def test_the_shared_contract_modules_import_only_contracts() -> None:
     import ast
 
     root = Path(__file__).resolve().parent.parent / "contracts"
-    for name in ("strict.py",):
+    for name in ("strict.py", "openai_api.py"):
         tree = ast.parse((root / name).read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
