@@ -784,7 +784,17 @@ def normalise_extraction(raw: Any, notes: Notes | None = None, path: str = "extr
     return {"slot_updates": updates, "tool_requests": requests, "render_intent": intent}, clears
 
 
-# --- slot state the passes read ------------------------------------------------------------------------------
+# --- what the passes read of a turn --------------------------------------------------------------------------
+
+
+def payload_text(payload: dict[str, Any]) -> str:
+    """The text of an event payload as every pass reads it (the oracle, the slm prompts, the training data):
+    the first of ``text``, ``message``, ``label`` that is a non-blank str, unstripped; else ``""``."""
+    for key in ("text", "message", "label"):
+        value = payload.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return ""
 
 
 def _region_usable(value: Any) -> bool:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from contracts.planner import payload_text
 from engines.deterministic import extract, fixture, render, run_turn
-from engines.deterministic.extract import city_hint, day_diff, payload_text
+from engines.deterministic.extract import city_hint, day_diff
 
 PARIS = {"label": "Paris", "city_code": "PAR", "country_code": "FR", "kind": "city"}
 LISBON = {"label": "Lisbon", "city_code": "LIS", "country_code": "PT", "kind": "city"}
@@ -250,6 +251,8 @@ def test_argument_builders():
                                                                    "holder_surname": "Traveller", "adults": 3}
     assert args(msg("book", {"picked_flight_offer_id": "off_9"}, duffel_env="live")) == {
         "offer_id": "off_9", "passengers": [{"given_name": "Alex", "family_name": "Traveller"}], "duffel_env": "live"}
+    for odd in ("", 7, None, ["live"]):  # no usable environment in the turn: the default one
+        assert args(msg("book", {"picked_flight_offer_id": "off_9"}, duffel_env=odd))["duffel_env"] == "test"
     # provider intents need only a region: null dates and one adult by default
     assert args(msg("flights to Rome")) == {"origin": "SFO", "destination": "ROM", "departure_date": None,
                                             "adults": 1, "cabin_class": "economy"}

@@ -6,7 +6,7 @@ import re
 from datetime import date
 from typing import Any
 
-from contracts.planner import MAX_CHILDREN, is_count, is_real_date, usable_slot_state
+from contracts.planner import MAX_CHILDREN, is_count, is_real_date, payload_text, usable_slot_state
 from engines.deterministic import rules as R
 from engines.deterministic import tools as T
 
@@ -15,15 +15,6 @@ _STRICT_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _PARTY = re.compile(R.PARTY_PATTERN)
 _CARD = re.compile(R.CARD_PATTERN)
 _PASSPORT = re.compile(R.PASSPORT_PATTERN, re.IGNORECASE)
-
-
-def payload_text(payload: dict[str, Any]) -> str:
-    """The first of ``text``, ``message``, ``label`` that is a non-blank str, unstripped; else ``""``."""
-    for key in ("text", "message", "label"):
-        value = payload.get(key)
-        if isinstance(value, str) and value.strip():
-            return value
-    return ""
 
 
 def city_hint(s: str) -> dict[str, Any] | None:

@@ -16,10 +16,6 @@ def _get(obj: Any, key: str) -> Any:
     return obj.get(key) if isinstance(obj, dict) else None
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
 def _party(merged: dict[str, Any]) -> dict[str, Any]:
     party = merged.get("party")
     return party if isinstance(party, dict) else {}
@@ -75,6 +71,7 @@ def book_hotel(merged: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def create_order(turn: dict[str, Any], merged: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    env = turn.get("duffel_env")  # the turn's Duffel environment when it names one, else the default
     return R.TOOL_ORDER, {"offer_id": merged.get("picked_flight_offer_id"),
                           "passengers": [{"given_name": R.HOLDER_NAME, "family_name": R.HOLDER_SURNAME}],
-                          "duffel_env": _text(turn.get("duffel_env")) or R.DEFAULT_DUFFEL_ENV}
+                          "duffel_env": env if isinstance(env, str) and env else R.DEFAULT_DUFFEL_ENV}

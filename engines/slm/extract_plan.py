@@ -27,10 +27,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from contracts.planner import payload_text
 from contracts.vocab import CLARIFY_REASONS, ERROR_REASONS, RENDER_INTENT_KINDS
 from engines.deterministic import rules as R
 from engines.deterministic import tools as T
-from engines.deterministic.extract import day_diff, event_slot_updates, payload_text
+from engines.deterministic.extract import day_diff, event_slot_updates
 
 FREE_TEXT_EVENTS_EXCLUDED: tuple[str, ...] = ("user_widget_submit", "user_widget_cta_click")
 CALL_KINDS: tuple[str, ...] = ("show_hotels", "hotel_confirmation")

@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from contracts.extract import ExtractOutput
+from contracts.planner import payload_text
 
 SLOT_KEYS_EXTRACT: tuple[str, ...] = (
     "region", "check_in_date", "check_out_date", "nights", "party", "picked_flight_offer_id", "picked_hotel_id",
@@ -30,14 +31,6 @@ PROMPT_STYLES: tuple[str, ...] = ("fewshot", "compact")
 
 def compact(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-def _text(payload: dict[str, Any]) -> str:
-    for key in ("text", "message", "label"):
-        value = payload.get(key)
-        if isinstance(value, str) and value.strip():
-            return value
-    return ""
 
 
 def _truthy(value: Any) -> bool:
@@ -63,7 +56,7 @@ def extract_input(turn: dict[str, Any]) -> dict[str, Any]:
     """The extract pass input: event, text, widget value, CTA id, relevant slots, error flags."""
     payload = turn.get("event_payload") if isinstance(turn.get("event_payload"), dict) else {}
     doc: dict[str, Any] = {"event": turn.get("event_type") or "user_message"}
-    text = _text(payload)
+    text = payload_text(payload)
     if text:
         doc["text"] = text
     value = payload.get("submitted_value", payload.get("value"))
