@@ -43,11 +43,6 @@ def contract_schemas() -> dict[str, dict[str, Any]]:
     return files
 
 
-def pass_schema(pass_name: str) -> dict[str, Any]:
-    """The contract schema of a pass's output (``extract`` or ``render``), as exported."""
-    return contract_schemas()[f"{pass_name}_output.schema.json"]
-
-
 def render_file(schema: dict[str, Any]) -> str:
     return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 

@@ -162,20 +162,6 @@ ToolRequest = Annotated[
     Field(discriminator="tool"),
 ]
 
-#: tool id -> its request model (used by grammars and by the slm prompt builder).
-TOOL_REQUEST_MODELS: dict[str, type[BaseModel]] = {
-    m.model_fields["tool"].annotation.__args__[0]: m  # type: ignore[union-attr]
-    for m in (
-        SearchTextRequest,
-        SearchOffersRequest,
-        CreateOrderRequest,
-        SearchHotelsRequest,
-        BookHotelRequest,
-        SearchActivitiesRequest,
-        SearchTransfersRequest,
-    )
-}
-
 
 # --- render intent --------------------------------------------------------------------------------
 

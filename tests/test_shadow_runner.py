@@ -20,7 +20,8 @@ from engines.agreement import FIELDS, turn_class
 from engines.base import Engine
 from engines.deterministic.engine import DeterministicEngine
 from engines.fallback import PassRunner, Served
-from engines.shadow.runner import PENDING_MAX, RECORD_KIND, ShadowRunner
+from engines.shadow.record import RECORD_KIND
+from engines.shadow.runner import PENDING_MAX, ShadowRunner
 from engines.shadow.store import read_store
 from server.config import Settings, ShadowSettings
 from tests.reference import all_records, require_reference
@@ -445,3 +446,33 @@ async def test_an_api_key_from_the_config_file_is_scrubbed_from_records(tmp_path
     await shadow.close()
     stored = json.dumps(read_store(shadow.settings.store).records)
     assert "k-1" in stored and key not in stored and key[4:16] not in stored and "[REDACTED]" in stored
+
+
+async def test_a_comparison_record_of_a_run_that_produced_nothing() -> None:
+    """engines.shadow.record: a render run whose shadow extract timed out disagrees on every extract and render
+    field, is not schema-valid, keeps 300 characters of its error, and reads the live side as served."""
+    from engines.agreement import EXTRACT_FIELDS, RENDER_FIELDS
+    from engines.shadow.record import LiveAnswer, ShadowComparison, ShadowResult
+
+    turn = _turns(1)[0]
+    runner = PassRunner({"deterministic": DeterministicEngine()})
+    ex = await runner.extract(turn, "deterministic")
+    rd = await runner.render(turn, ex.document, None, "deterministic")
+    live = LiveAnswer.of(turn, rd, ex.document, None)
+    shadow = ShadowResult(extract_fell_back=True, fell_back=True, reason="timeout", error="x" * 400,
+                          pass_seconds=0.01234, total_seconds=0.5)
+    rec = ShadowComparison("render", "rid", "slm", live, shadow).as_record()
+    assert set(rec) >= RECORD_FIELDS and rec["kind"] == RECORD_KIND
+    assert rec["agreement"] == dict.fromkeys((*EXTRACT_FIELDS, *RENDER_FIELDS), False)
+    assert rec["schema_valid"] is False and rec["fallback_reason"] == "timeout"
+    assert rec["error"] == "x" * 300 and rec["shadow_latency_ms"] == 12.3 and rec["shadow_total_ms"] == 500.0
+    assert rec["live_extract"] is ex.document and rec["live_render"] is rd.document
+    assert rec["shadow_extract_fell_back"] is True and rec["live_fallback_used"] is False
+    assert rec["live_widget_types"] == [w["widget_type"] for w in rd.document["widgets"]]
+    assert rec["shadow_widget_types"] == []
+
+    # the same run as an extract pass: its own document is the live one, no render fields
+    shadow = ShadowResult(extract=ex.document, own_valid=True)
+    rec = ShadowComparison("extract", "rid", "slm", LiveAnswer.of(turn, ex, ex.document, None), shadow).as_record()
+    assert rec["agreement"] == dict.fromkeys(EXTRACT_FIELDS, True) and rec["schema_valid"] is True
+    assert rec["live_render"] is None and rec["shadow_extract_fell_back"] is None and rec["fallback_reason"] is None

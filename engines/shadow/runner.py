@@ -27,21 +27,17 @@ import logging
 import random
 import time
 import uuid
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-from contracts.validation import extract_problem, render_problem
-from engines.agreement import extract_agreement, render_agreement, turn_class, widget_types
 from engines.base import Engine
 from engines.fallback import PassRunner, Served
+from engines.shadow.record import ERROR_MAX, LiveAnswer, ShadowComparison, ShadowResult
 from engines.shadow.redact import redact_record
 from engines.shadow.store import ShadowStore
 from server.config import Settings, ShadowSettings
 
 log = logging.getLogger("travel_slm.shadow")
 
-RECORD_KIND = "slm_shadow_comparison"
-ERROR_MAX = 300
 #: beyond the shadow timeout, how long a shadow pass may take before it is cancelled from outside
 GUARD_S = 5.0
 #: runs spawned and waiting for their first event-loop turn (beyond both this and 2 x max_inflight, a
@@ -49,22 +45,8 @@ GUARD_S = 5.0
 PENDING_MAX = 1024
 
 
-class ShadowMetrics(Protocol):
-    def shadow_run(self, pass_: str, outcome: str) -> None: ...
-    def shadow_agreement(self, pass_: str, field: str, match: bool) -> None: ...
-    def shadow_duration(self, pass_: str, engine: str, seconds: float) -> None: ...
-
-
 class _Timeout(Exception):
     pass
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _short(text: str | None) -> str | None:
-    return None if text is None else text[:ERROR_MAX]
 
 
 def _checked_validity(served: Served) -> bool | None:
@@ -242,18 +224,8 @@ class ShadowRunner:
         if len(self._tasks) >= max(PENDING_MAX, 2 * self.settings.max_inflight):
             self._drop(pass_name)
             return False
-        # no copies: the app hands over documents it no longer touches once the response is sent
-        # (copying a render document costs the event loop more than the comparison itself)
-        snapshot = {
-            "turn": turn,
-            "live_document": live_served.document,
-            "live_extraction": live_extraction,
-            "tool_summary": tool_summary,
-            "live_engine": live_served.engine,
-            "live_latency_ms": live_served.latency_ms,
-            "live_fallback_used": live_served.fallback_used,
-        }
-        task = asyncio.get_running_loop().create_task(self._run(pass_name, request_id, snapshot),
+        live = LiveAnswer.of(turn, live_served, live_extraction, tool_summary)
+        task = asyncio.get_running_loop().create_task(self._run(pass_name, request_id, live),
                                                       name=f"shadow-{pass_name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -288,7 +260,7 @@ class ShadowRunner:
             served.error = f"shadow {self.engine_name} {pass_name} exceeded {self.settings.timeout_ms} ms"
         return served
 
-    async def _run(self, pass_name: str, request_id: str, snap: dict[str, Any]) -> None:
+    async def _run(self, pass_name: str, request_id: str, live: LiveAnswer) -> None:
         if self._running >= self.settings.max_inflight:
             self._drop(pass_name)
             return
@@ -296,129 +268,66 @@ class ShadowRunner:
         self.counts["started"] += 1
         self.max_inflight_seen = max(self.max_inflight_seen, self._running)
         try:
-            await self._compare(pass_name, request_id, snap)
+            await self._compare(pass_name, request_id, live)
         finally:
             self._running -= 1
 
-    async def _compare(self, pass_name: str, request_id: str, snap: dict[str, Any]) -> None:
+    async def _compare(self, pass_name: str, request_id: str, live: LiveAnswer) -> None:
         # No yield before the engine is called: the task's first step already runs on a later event-loop turn
         # than the live response that spawned it. Each turn is precious under load: with 64 clients a turn of
         # the loop takes tens of ms, so a run that needed seven turns (a sleep(0), then two wait_for tasks per
         # pass) stayed in flight ~300 ms for well under 1 ms of CPU, and the in-flight limit dropped 93% of
         # the runs (issue 11, finding 9). A deterministic run now ends on the turn it starts.
-        turn: dict[str, Any] = snap["turn"]
-        live_doc = snap["live_document"]
-        live_extract = live_doc if pass_name == "extract" else snap["live_extraction"]
-        live_render = live_doc if pass_name == "render" else None
-
-        shadow_extract: Any = None
-        shadow_render: Any = None
-        shadow_extract_fell_back: bool | None = None
-        own_valid: bool | None = None
-        fell_back = False
-        reason: str | None = None
-        error: str | None = None
+        shadow = ShadowResult()
         started = time.perf_counter()
         pass_started = started
         try:
             try:
-                ex = await self._pass("extract", turn, None, None)
-                shadow_extract = ex.engine_document
-                shadow_extract_fell_back = ex.fallback_used
+                ex = await self._pass("extract", live.turn, None, None)
+                shadow.extract = ex.engine_document
+                shadow.extract_fell_back = ex.fallback_used
                 if pass_name == "extract":
-                    fell_back, reason, error = ex.fallback_used, ex.fallback_reason, ex.error
-                    own_valid = _checked_validity(ex)
+                    shadow.fell_back, shadow.reason, shadow.error = ex.fallback_used, ex.fallback_reason, ex.error
+                    shadow.own_valid = _checked_validity(ex)
                 elif ex.fallback_used:
-                    error = f"shadow extract fell back ({ex.fallback_reason}): {ex.error or ''}"
+                    shadow.error = f"shadow extract fell back ({ex.fallback_reason}): {ex.error or ''}"
                 if pass_name == "render":
                     # the shadow render renders from the shadow engine's own extraction (the served one:
                     # after a shadow extract fallback that is what the pipeline would have rendered from)
                     pass_started = time.perf_counter()
-                    rd = await self._pass("render", turn, ex.document, snap["tool_summary"])
-                    shadow_render = rd.engine_document
-                    own_valid = _checked_validity(rd)
-                    fell_back, reason = rd.fallback_used, rd.fallback_reason
+                    rd = await self._pass("render", live.turn, ex.document, live.tool_summary)
+                    shadow.render = rd.engine_document
+                    shadow.own_valid = _checked_validity(rd)
+                    shadow.fell_back, shadow.reason = rd.fallback_used, rd.fallback_reason
                     if rd.fallback_used:
-                        error = rd.error
+                        shadow.error = rd.error
             except _Timeout as exc:
-                fell_back, reason, error = True, "timeout", str(exc)
-                if pass_name == "render" and shadow_extract_fell_back is None:
-                    shadow_extract_fell_back = True
+                shadow.fell_back, shadow.reason, shadow.error = True, "timeout", str(exc)
+                if pass_name == "render" and shadow.extract_fell_back is None:
+                    shadow.extract_fell_back = True
         except asyncio.CancelledError:
-            fell_back, reason, error = True, "cancelled", "shadow run cancelled at shutdown"
+            shadow.fell_back, shadow.reason, shadow.error = True, "cancelled", "shadow run cancelled at shutdown"
         except Exception as exc:  # a crashing engine (or anything else): recorded, never raised
-            fell_back, reason, error = True, "error", f"{type(exc).__name__}: {exc}"
-        shadow_seconds = time.perf_counter() - pass_started
+            shadow.fell_back, shadow.reason, shadow.error = True, "error", f"{type(exc).__name__}: {exc}"
+        ended = time.perf_counter()
+        shadow.pass_seconds, shadow.total_seconds = ended - pass_started, ended - started
 
         try:
-            record = self._record(pass_name, request_id, snap, turn, live_extract, live_render, shadow_extract,
-                                  shadow_render, shadow_extract_fell_back, fell_back, reason, error,
-                                  shadow_seconds, time.perf_counter() - started, own_valid)
+            record = ShadowComparison(pass_name, request_id, self.engine_name, live, shadow).as_record()
         except Exception:
             self.counts["internal_errors"] += 1
             log.exception("shadow record could not be built")
             return
-        outcome = "fell_back" if fell_back else "compared"
+        outcome = "fell_back" if shadow.fell_back else "compared"
         self.counts[outcome] += 1
         self._metric("shadow_run", pass_name, outcome)
-        self._metric("shadow_duration", pass_name, self.engine_name, shadow_seconds)
+        self._metric("shadow_duration", pass_name, self.engine_name, shadow.pass_seconds)
         for field, match in record["agreement"].items():
             self._metric("shadow_agreement", pass_name, field, match)
-        if fell_back:
+        if shadow.fell_back:
             log.info("shadow run fell back", extra={"pass": pass_name, "engine": self.engine_name,
-                                                    "reason": reason, "request_id": request_id})
+                                                    "reason": shadow.reason, "request_id": request_id})
         self.store.append(record)
-
-    def _record(self, pass_name: str, request_id: str, snap: dict[str, Any], turn: dict[str, Any],
-                live_extract: Any, live_render: Any, shadow_extract: Any, shadow_render: Any,
-                shadow_extract_fell_back: bool | None, fell_back: bool, reason: str | None, error: str | None,
-                shadow_seconds: float, total_seconds: float, own_valid: bool | None = None) -> dict[str, Any]:
-        # agreement: the live (served) answer against what the shadow engine itself produced; a shadow
-        # run that produced nothing (timeout, error) disagrees on every field.
-        agreement: dict[str, bool] = {}
-        if shadow_extract is None:
-            agreement.update(dict.fromkeys(extract_agreement({}, {}), False))
-        else:
-            agreement.update(extract_agreement(live_extract, shadow_extract))
-        if pass_name == "render":
-            if shadow_render is None:
-                agreement.update(dict.fromkeys(render_agreement({}, {}), False))
-            else:
-                agreement.update(render_agreement(live_render, shadow_render))
-            own = shadow_render
-            schema_valid = own is not None and (own_valid if own_valid is not None else render_problem(own) is None)
-        else:
-            own = shadow_extract
-            schema_valid = own is not None and (own_valid if own_valid is not None else extract_problem(own) is None)
-        return {
-            "kind": RECORD_KIND,
-            "ts": _now_iso(),
-            "request_id": request_id,
-            "pass": pass_name,
-            "live_engine": snap["live_engine"],
-            "shadow_engine": self.engine_name,
-            "turn": {"event_type": turn.get("event_type", "user_message"),
-                     "event_payload": turn.get("event_payload", {}),
-                     "slot_state": turn.get("slot_state", {})},
-            "live_extract": live_extract,
-            "live_render": live_render,
-            "shadow_extract": shadow_extract,
-            "shadow_render": shadow_render,
-            "chosen": "live",
-            "agreement": agreement,
-            "schema_valid": schema_valid,
-            "live_latency_ms": snap["live_latency_ms"],
-            "shadow_latency_ms": round(shadow_seconds * 1000.0, 1),
-            "shadow_total_ms": round(total_seconds * 1000.0, 1),
-            "fell_back": fell_back,
-            "fallback_reason": reason if fell_back else None,
-            "shadow_extract_fell_back": shadow_extract_fell_back if pass_name == "render" else None,
-            "live_fallback_used": snap["live_fallback_used"],
-            "error": _short(error),
-            "live_widget_types": widget_types(live_render) if pass_name == "render" else None,
-            "shadow_widget_types": widget_types(shadow_render) if pass_name == "render" else None,
-            "class": turn_class(live_extract) if isinstance(live_extract, dict) else "unknown|none",
-        }
 
     def _metric(self, name: str, *args: Any) -> None:
         if self.metrics is None:
