@@ -42,6 +42,12 @@ Penalty = Annotated[float, Field(strict=True, ge=-2, le=2)]
 TopLogprobs = Annotated[int, Field(strict=True, ge=0, le=20)]
 #: content part types that carry text (``input_text``: the Responses API's name for it)
 TEXT_PART_TYPES = ("text", "input_text")
+#: ``response_format.type`` values
+RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")
+#: vLLM's own structured-output parameters (extras of the request): the keys of ``structured_outputs`` (vLLM >= 0.12)
+#: that ask for a JSON schema, and the ``guided_*`` parameters of older vLLM (``guided_json`` first)
+STRUCTURED_OUTPUTS_KEYS = frozenset({"json", "disable_any_whitespace", "disable_additional_properties"})
+GUIDED_PARAMETERS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar")
 _TOOLS_DOC = ("Refused (400): the answer is the pass output, never a tool call; only an explicit tool_choice "
               "\"none\" is accepted.")
 #: answers: read leniently (an upstream may leave fields out), documented and written whole

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from contracts.extract import ExtractOutput
 from contracts.render import RenderOutput, TypedEnvelope
+from contracts.vocab import PASSES
 
 #: JSON Schema keywords whose value is a map of name -> subschema.
 SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas")
@@ -118,7 +119,7 @@ def strict_schema(pass_: str) -> dict[str, Any]:
     return json.loads(_strict_schema_text(pass_))  # type: ignore[no-any-return]
 
 
-def warm(passes: tuple[str, ...] = ("extract", "render")) -> None:
+def warm(passes: tuple[str, ...] = PASSES) -> None:
     """Build the cached schemas now, so that the first request does not pay for them."""
     for pass_ in passes:
         _strict_schema_text(pass_)

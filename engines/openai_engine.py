@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from contracts.extract import SlotUpdates
 from contracts.openai_api import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -30,6 +31,7 @@ from contracts.openai_api import (
     Usage,
 )
 from contracts.strict import destrict, strict_schema, warm
+from contracts.vocab import EVENT_TYPES, MISSING_VALUES, PASSES, TOOLS
 from engines.base import Engine, EngineError, PassOutput
 from engines.shadow.redact import configured_secrets, json_bytes, scrub_secrets
 from server.config import OpenAISettings
@@ -50,18 +52,17 @@ class ClientInputError(EngineError):
 
 # --- prompts -------------------------------------------------------------------------------------------
 
+#: the pass prompts; every list in them comes from the contract (vocabularies and models)
 SYSTEM_PROMPTS: dict[str, str] = {
     "extract": (
         "You are the extraction pass of a travel planner. The user message is one planner turn as JSON: "
-        "event_type (user_message, user_widget_submit or user_widget_cta_click), event_payload (free text under "
+        f"event_type ({', '.join(EVENT_TYPES[:-1])} or {EVENT_TYPES[-1]}), event_payload (free text under "
         "text/message/label, widget data under submitted_value/value, a CTA id under action_id) and slot_state "
         "(the slots known before the turn). Answer with one JSON object {slot_updates, tool_requests, "
-        "render_intent}: slot_updates is a shallow patch of slot_state (region, check_in_date, check_out_date, "
-        "nights, party, picked_flight_offer_id, picked_hotel_id); tool_requests holds zero or one request for one "
-        "of the tools mcp/google-places.search_text, mcp/duffel.search_offers, mcp/duffel.create_order, "
-        "mcp/hotelbeds.search_hotels, mcp/hotelbeds.book_hotel, mcp/hotelbeds-activities.search_activities, "
-        "mcp/hotelbeds-transfers.search_transfers; render_intent names what to show next, with missing "
-        "(region, dates, party in that order) only for collect_missing and a reason only for error or clarify. "
+        f"render_intent}}: slot_updates is a shallow patch of slot_state ({', '.join(SlotUpdates.model_fields)}); "
+        "tool_requests holds zero or one request for one "
+        f"of the tools {', '.join(TOOLS)}; render_intent names what to show next, with missing "
+        f"({', '.join(MISSING_VALUES)} in that order) only for collect_missing and a reason only for error or clarify. "
         "Follow the JSON schema exactly."
     ),
     "render": (
@@ -114,7 +115,7 @@ class OpenAIEngine(Engine):
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         warm()  # the schemas and the request templates now, so that the first request does not pay for them
-        for pass_ in ("extract", "render"):
+        for pass_ in PASSES:
             self._template(pass_)
         self._client = httpx.AsyncClient(
             base_url=base, headers=headers, transport=self._transport,

@@ -31,6 +31,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from contracts.openai_api import (
+    GUIDED_PARAMETERS,
+    RESPONSE_FORMAT_TYPES,
+    STRUCTURED_OUTPUTS_KEYS,
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
@@ -45,7 +48,7 @@ from contracts.openai_api import (
 from contracts.planner import Notes
 from contracts.strict import schema_matches_contract
 from contracts.turn import RenderRequest, Turn
-from contracts.vocab import CONTRACT_VERSION
+from contracts.vocab import CONTRACT_VERSION, PASSES
 from engines.fallback import Served
 from engines.shadow.redact import json_bytes, json_line
 from server.errors import FALLBACK_503, OPENAI_ERRORS, ApiError, JSONResponse, validation_error
@@ -66,7 +69,8 @@ from server.passes import (
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
-PASS_MODELS: dict[str, str] = {"travel-extract": "extract", "travel-render": "render"}
+#: model id -> pass: travel-extract, travel-render
+PASS_MODELS: dict[str, str] = {f"travel-{pass_}": pass_ for pass_ in PASSES}
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 _CHUNK_CHARS = 96
 
@@ -107,24 +111,24 @@ def check_response_format(pass_: str, body: ChatCompletionRequest) -> None:
                 raise ApiError(400, "response_format json_schema needs json_schema.schema",
                                param="response_format.json_schema", code="invalid_response_format")
             _check_schema(pass_, fmt.json_schema.schema_, "response_format.json_schema.schema")
-        elif fmt.type not in ("json_object", "text"):
-            raise ApiError(400, "response_format.type must be text, json_object or json_schema",
-                           param="response_format.type", code="invalid_response_format")
+        elif fmt.type not in RESPONSE_FORMAT_TYPES:
+            raise ApiError(400, f"response_format.type must be {', '.join(RESPONSE_FORMAT_TYPES[:-1])} or "
+                           f"{RESPONSE_FORMAT_TYPES[-1]}", param="response_format.type", code="invalid_response_format")
     extra = body.model_extra or {}
     structured = extra.get("structured_outputs")
     if structured is not None:
-        if not isinstance(structured, dict) or set(structured) - {"json", "disable_any_whitespace",
-                                                                  "disable_additional_properties"}:
+        if not isinstance(structured, dict) or set(structured) - STRUCTURED_OUTPUTS_KEYS:
             raise ApiError(400, "structured_outputs: only {\"json\": <the pass contract schema>} is supported",
                            param="structured_outputs", code="invalid_response_format")
         if "json" in structured:
             _check_schema(pass_, structured["json"], "structured_outputs.json")
-    if extra.get("guided_json") is not None:
-        _check_schema(pass_, extra["guided_json"], "guided_json")
-    for key in ("guided_regex", "guided_choice", "guided_grammar"):
-        if extra.get(key) is not None:
+    for key in GUIDED_PARAMETERS:
+        if extra.get(key) is None:
+            continue
+        if key != "guided_json":
             raise ApiError(400, f"{key} is not supported: the output follows the pass contract", param=key,
                            code="invalid_response_format")
+        _check_schema(pass_, extra[key], key)
 
 
 def check_unsupported(body: ChatCompletionRequest) -> None:

@@ -181,6 +181,32 @@ def test_a_foreign_schema_is_refused_with_400(client: openai.OpenAI) -> None:
                                        response_format={"type": "xml"})  # type: ignore[arg-type, typeddict-item]
 
 
+@pytest.mark.parametrize(("params", "param"), [
+    ({"response_format": {"type": "xml"}}, "response_format.type"),
+    ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+    ({"structured_outputs": {"regex": "[a-z]+"}}, "structured_outputs"),
+    ({"structured_outputs": "json"}, "structured_outputs"),
+    ({"guided_regex": "[a-z]+"}, "guided_regex"),
+    ({"guided_choice": ["a", "b"]}, "guided_choice"),
+    ({"guided_grammar": "root ::= \"a\""}, "guided_grammar"),
+])
+def test_other_output_constraints_are_refused_naming_the_param(default_server: str, params: dict[str, Any],
+                                                               param: str) -> None:
+    """Only the pass contract is answered: any other response_format or vLLM structured-output parameter is a
+    400 invalid_response_format naming it (the contract itself in any of them is accepted)."""
+    r = httpx.post(default_server + "/v1/chat/completions", json={**_body("travel-extract", HOTELS), **params})
+    assert r.status_code == 400, r.text
+    err = ErrorResponse.model_validate(r.json()).error
+    assert (err.param, err.code) == (param, "invalid_response_format"), err
+    foreign = httpx.post(default_server + "/v1/chat/completions", json=_body(
+        "travel-extract", HOTELS, guided_json={"type": "object"}))  # a schema, not the contract's
+    assert ErrorResponse.model_validate(foreign.json()).error.code == "unsupported_response_format"
+    ok = httpx.post(default_server + "/v1/chat/completions", json=_body(
+        "travel-extract", HOTELS, structured_outputs={"json": strict_schema("extract"), "disable_any_whitespace": True},
+        guided_json=contract_schema("extract")))
+    assert ok.status_code == 200, ok.text
+
+
 def test_bad_inputs_have_the_openai_error_shape(default_server: str) -> None:
     url = default_server + "/v1/chat/completions"
 

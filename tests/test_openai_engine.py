@@ -14,11 +14,14 @@ import httpx
 import jsonschema
 import pytest
 
+from contracts.extract import SlotUpdates
 from contracts.openai_api import ChatCompletion, ChatCompletionRequest, ChatMessage, ErrorBody, ErrorResponse
 from contracts.render import TypedRenderOutput
 from contracts.strict import OPENAI_FORMATS, destrict, resolve, strict_schema, typed_schema
+from contracts.vocab import EVENT_TYPES, MISSING_VALUES, PASSES, TOOLS
 from contracts.widgets import TYPED_ENVELOPES
 from engines.deterministic.extract import extract as oracle_extract
+from engines.openai_engine import SYSTEM_PROMPTS
 from engines.slm import grammars
 from tests.conftest import completion
 
@@ -93,6 +96,15 @@ def test_request_shape_key_and_vllm_field(live_server: Any, scripted_upstream: A
         health = httpx.get(base + "/healthz").text
         assert "sk-live-abcdef123456" not in health
         assert json.loads(health)["engines"]["openai"]["ready"] is True
+
+
+def test_the_extract_prompt_names_the_contract_vocabularies() -> None:
+    """The prompt's lists come from the contract: every tool, event type, slot key and missing value, in order."""
+    prompt = SYSTEM_PROMPTS["extract"]
+    for values in (TOOLS, tuple(SlotUpdates.model_fields), MISSING_VALUES):
+        assert ", ".join(values) in prompt, values
+    assert f"{', '.join(EVENT_TYPES[:-1])} or {EVENT_TYPES[-1]}" in prompt
+    assert "amadeus" not in prompt and set(SYSTEM_PROMPTS) == set(PASSES)
 
 
 def test_output_cap_is_sent_per_pass_and_a_cut_answer_is_truncated(live_server: Any, scripted_upstream: Any) -> None:
