@@ -232,8 +232,8 @@ async def answer_render(
     if body.extraction is None:
         ex_served = await run_extract(request, turn, engine, deadline)
         if serve_as_error(request, ex_served):
-            return RenderAnswer(ex_served, turn, ex_served.document, None, "none", record_notes(request, "render", notes),
-                                failed=ex_served)
+            noted = record_notes(request, "render", notes)
+            return RenderAnswer(ex_served, turn, ex_served.document, None, "none", noted, failed=ex_served)
         extraction = ex_served.document
     else:
         extraction, clears = checked_extraction(body.extraction, (*prefix, "extraction"), notes)

@@ -91,16 +91,17 @@ def _submitted_updates(val: dict[str, Any]) -> dict[str, Any]:
     return updates
 
 
-def _slot_updates(et: str, payload: dict[str, Any], aid: str, text: str, low: str, slot: dict[str, Any]) -> dict:
+def _slot_updates(event_type: str, payload: dict[str, Any], action_id: str, text: str, lower_text: str,
+                  slot: dict[str, Any]) -> dict[str, Any]:
     updates: dict[str, Any] = {}
-    if et == "user_widget_submit":
+    if event_type == "user_widget_submit":
         val = payload["submitted_value"] if "submitted_value" in payload else payload.get("value")
         return _submitted_updates(val) if isinstance(val, dict) else updates
-    if et == "user_widget_cta_click":
-        if aid.startswith(R.PICK_FLIGHT_PREFIXES):
-            updates["picked_flight_offer_id"] = aid.split(":", 1)[1]
-        elif aid.startswith(R.PICK_HOTEL_PREFIXES):
-            updates["picked_hotel_id"] = aid.split(":", 1)[1]
+    if event_type == "user_widget_cta_click":
+        if action_id.startswith(R.PICK_FLIGHT_PREFIXES):
+            updates["picked_flight_offer_id"] = action_id.split(":", 1)[1]
+        elif action_id.startswith(R.PICK_HOTEL_PREFIXES):
+            updates["picked_hotel_id"] = action_id.split(":", 1)[1]
         return updates
     # free text
     hit = city_hint(text)
@@ -113,16 +114,16 @@ def _slot_updates(et: str, payload: dict[str, Any], aid: str, text: str, low: st
         hint: tuple[str, str] | None = None
         if len(found) >= 2:
             hint = (found[0], found[1])
-        elif R.NEXT_MONTH_PHRASE in low:
+        elif R.NEXT_MONTH_PHRASE in lower_text:
             hint = R.NEXT_MONTH_DATES
         if hint:
             updates["check_in_date"], updates["check_out_date"] = hint
             updates["nights"] = day_diff(*hint)
     if not slot.get("party"):
-        if R.COUPLE_WORD in low:
+        if R.COUPLE_WORD in lower_text:
             updates["party"] = {"rooms": 1, "adults": 2, "children": []}
         else:
-            m = _PARTY.search(low)
+            m = _PARTY.search(lower_text)
             if m and len(m.group(1)) <= 9:  # a longer digit run is no party (and int() of it is unbounded)
                 updates["party"] = {"rooms": 1, "adults": int(m.group(1)), "children": []}
     return updates
@@ -136,13 +137,14 @@ def _payload(turn: dict[str, Any]) -> dict[str, Any]:
 def event_slot_updates(turn: dict[str, Any]) -> dict[str, Any]:
     """The slot updates of a turn as the oracle reads them (free text, widget value or CTA id)."""
     payload = _payload(turn)
-    aid = payload.get("action_id")
+    action_id = payload.get("action_id")
     text = payload_text(payload)
-    return _slot_updates(turn.get("event_type") or "user_message", payload, aid if isinstance(aid, str) else "",
-                         text, text.lower(), usable_slot_state(turn.get("slot_state")))
+    return _slot_updates(turn.get("event_type") or "user_message", payload,
+                         action_id if isinstance(action_id, str) else "", text, text.lower(),
+                         usable_slot_state(turn.get("slot_state")))
 
 
-def _refusal(turn: dict[str, Any], text: str, low: str, merged: dict[str, Any]) -> tuple[str, str] | None:
+def _refusal(turn: dict[str, Any], text: str, lower_text: str, merged: dict[str, Any]) -> tuple[str, str] | None:
     if _CARD.search(text) or _PASSPORT.search(text):
         return "error", "pii_redacted"
     summary = turn.get("tool_summary")
@@ -150,20 +152,20 @@ def _refusal(turn: dict[str, Any], text: str, low: str, merged: dict[str, Any]) 
         isinstance(summary, dict) and (summary.get("isError") or ("ok" in summary and summary["ok"] is False))
     ):
         return "error", "provider_unavailable"
-    if _any(R.OUT_OF_DOMAIN_WORDS, low):
+    if _any(R.OUT_OF_DOMAIN_WORDS, lower_text):
         return "error", "out_of_domain"
     if (
-        _any(R.BUY_WORDS, low)
-        and _any(R.VAGUE_WORDS, low)
+        _any(R.BUY_WORDS, lower_text)
+        and _any(R.VAGUE_WORDS, lower_text)
         and not (merged.get("picked_flight_offer_id") or merged.get("picked_hotel_id"))
     ):
         return "clarify", "confirmation_required"
     for a, b in R.CONTRADICTION_PAIRS:
-        if a in low and b in low:
+        if a in lower_text and b in lower_text:
             return "clarify", "contradictory_constraints"
-    if _any(R.CONTRADICTION_SINGLES, low):
+    if _any(R.CONTRADICTION_SINGLES, lower_text):
         return "clarify", "contradictory_constraints"
-    if _any(R.BLOCKER_WORDS, low):
+    if _any(R.BLOCKER_WORDS, lower_text):
         return "clarify", "blocker_needs_verification"
     return None
 
@@ -176,22 +178,22 @@ def extract(turn: dict[str, Any]) -> dict[str, Any]:
     """
     payload = _payload(turn)
     slot = usable_slot_state(turn.get("slot_state"))
-    et = turn.get("event_type") or "user_message"
-    aid = payload.get("action_id")
-    if not isinstance(aid, str):
-        aid = ""
+    event_type = turn.get("event_type") or "user_message"
+    action_id = payload.get("action_id")
+    if not isinstance(action_id, str):
+        action_id = ""
     text = payload_text(payload)
-    low = text.lower()
+    lower_text = text.lower()
 
-    updates = _slot_updates(et, payload, aid, text, low, slot)
+    updates = _slot_updates(event_type, payload, action_id, text, lower_text, slot)
     merged = {**slot, **updates}
 
-    refusal = _refusal(turn, text, low, merged)
+    refusal = _refusal(turn, text, lower_text, merged)
     if refusal:
         return {"slot_updates": updates, "tool_requests": [],
                 "render_intent": {"kind": refusal[0], "reason": refusal[1]}}
 
-    tool, args, kind = _route(turn, text, low, et, aid, slot, updates, merged)
+    tool, args, kind = _route(turn, text, lower_text, event_type, action_id, slot, updates, merged)
     intent: dict[str, Any] = {"kind": kind}
     if kind == "collect_missing":
         region = merged.get("region")
@@ -202,69 +204,78 @@ def extract(turn: dict[str, Any]) -> dict[str, Any]:
 
 
 def _route(
-    turn: dict[str, Any], text: str, low: str, et: str, aid: str,
+    turn: dict[str, Any], text: str, lower_text: str, event_type: str, action_id: str,
     slot: dict[str, Any], updates: dict[str, Any], merged: dict[str, Any],
 ) -> tuple[str | None, dict[str, Any] | None, str]:
-    cta = et == "user_widget_cta_click"
+    """The tool request and render intent of a turn that was not refused: the first rule of the routing table
+    that matches, in its order (docs/oracle.md section 6, whose ``pf``, ``ph``, ``fsr``, ``hsr``, ``seen``,
+    ``restated`` and ``ready`` are ``picked_flight``, ``picked_hotel``, ``flights_searched``,
+    ``hotels_searched``, ``places_seen``, ``region_changed`` and ``trip_known`` here). ``merged`` is the slot
+    state with this turn's ``updates`` applied; a tool request comes with the intent that shows its result."""
+    is_cta_click = event_type == "user_widget_cta_click"
     region = merged.get("region") or {}
-    label = _get(region, "label") or ""
-    pf = merged.get("picked_flight_offer_id")
-    ph = merged.get("picked_hotel_id")
-    fsr = merged.get("flight_search_results")
-    hsr = merged.get("hotel_search_results")
-    seen = merged.get("places_seen")
+    region_label = _get(region, "label") or ""
+    picked_flight = merged.get("picked_flight_offer_id")
+    picked_hotel = merged.get("picked_hotel_id")
+    flights_searched = merged.get("flight_search_results")
+    hotels_searched = merged.get("hotel_search_results")
+    places_seen = merged.get("places_seen")
 
-    order = _any(R.ORDER_WORDS, low) or (cta and aid.startswith(R.ORDER_CTA_PREFIXES))
-    activities = _any(R.ACTIVITY_WORDS, low)
-    poi = _any(R.POI_WORDS, low)
+    wants_order = _any(R.ORDER_WORDS, lower_text) or (is_cta_click and action_id.startswith(R.ORDER_CTA_PREFIXES))
+    asks_activities = _any(R.ACTIVITY_WORDS, lower_text)
+    asks_places = _any(R.POI_WORDS, lower_text)
     new_region = updates.get("region")
     old_region = slot.get("region")
-    restated = bool(new_region and old_region and _get(new_region, "city_code") != _get(old_region, "city_code"))
+    region_changed = bool(new_region and old_region
+                          and _get(new_region, "city_code") != _get(old_region, "city_code"))
 
-    if _any(R.REFERENCE_WORDS, low):
+    if _any(R.REFERENCE_WORDS, lower_text):
         return None, None, "summarize"
     if merged.get("trip_confirmed"):
         return None, None, "trip_map"
     if region:
-        if _any(R.TRANSFER_WORDS, low):
+        if _any(R.TRANSFER_WORDS, lower_text):
             return (*T.transfers(merged), "show_transfers")
-        if _any(R.HOTEL_WORDS, low):
+        if _any(R.HOTEL_WORDS, lower_text):
             return (*T.hotels(merged), "show_hotels")
-        if poi and not activities:
-            return (*T.places(text or label, R.PLACES_POINTS_OF_INTEREST), "show_places")
-        if activities:
+        if asks_places and not asks_activities:
+            return (*T.places(text or region_label, R.PLACES_POINTS_OF_INTEREST), "show_places")
+        if asks_activities:
             return (*T.activities(merged), "show_activities")
-        if _any(R.FLIGHT_WORDS, low):
+        if _any(R.FLIGHT_WORDS, lower_text):
             return (*T.flights(merged), "show_flights")
-    if ph and not order and (merged.get("picked_hotel_rate_key") or _any(R.ROOM_SELECTION_WORDS, low)):
+    if picked_hotel and not wants_order and (
+        merged.get("picked_hotel_rate_key") or _any(R.ROOM_SELECTION_WORDS, lower_text)  # a room is picked
+    ):
         return None, None, "hotel_confirmation"
-    if ph and order:
+    if picked_hotel and wants_order:
         return (*T.book_hotel(merged), "hotel_confirmation")
-    if pf and order and not merged.get("order_id"):
+    if picked_flight and wants_order and not merged.get("order_id"):
         return (*T.create_order(turn, merged), "order_confirmation")
-    if merged.get("order_id") and _any(R.VIEW_ORDER_WORDS, low):
+    if merged.get("order_id") and _any(R.VIEW_ORDER_WORDS, lower_text):
         return None, None, "order_detail"
-    if pf and (R.DETAIL_WORD in low or aid.startswith(R.VIEW_OFFER_PREFIX)):
+    if picked_flight and (R.DETAIL_WORD in lower_text or action_id.startswith(R.VIEW_OFFER_PREFIX)):
         return None, None, "flight_detail"
-    if _any(R.CALENDAR_VIEW_WORDS, low) and _any(R.CALENDAR_WHAT_WORDS, low):
+    if _any(R.CALENDAR_VIEW_WORDS, lower_text) and _any(R.CALENDAR_WHAT_WORDS, lower_text):
         return None, None, "calendar_live"
-    if seen and (R.MAP_WORD in low or (cta and R.MAP_WORD in aid)):
+    if places_seen and (R.MAP_WORD in lower_text or (is_cta_click and R.MAP_WORD in action_id)):
         return None, None, "trip_map"
-    if (region or pf or ph or fsr or hsr) and _any(R.SUMMARY_WORDS, low):
+    has_trip_context = region or picked_flight or picked_hotel or flights_searched or hotels_searched
+    if has_trip_context and _any(R.SUMMARY_WORDS, lower_text):
         return None, None, "summary"
-    if hsr and _any(R.HOTEL_FILTER_WORDS, low):
+    if hotels_searched and _any(R.HOTEL_FILTER_WORDS, lower_text):
         return None, None, "show_hotels"
-    if fsr and not restated and _any(R.RESEARCH_WORDS, low):
+    if flights_searched and not region_changed and _any(R.RESEARCH_WORDS, lower_text):
         return (*T.flights(merged), "show_flights")
-    if poi and not region:
+    if asks_places and not region:
         return (*T.places(text, R.PLACES_POINTS_OF_INTEREST), "show_places")
-    if region and (not seen or restated):
-        return (*T.places(label, R.PLACES_RESOLVE_REGION), "show_places")
-    ready = bool(region and merged.get("check_in_date") and merged.get("party"))
-    if ready and not fsr:
+    if region and (not places_seen or region_changed):
+        return (*T.places(region_label, R.PLACES_RESOLVE_REGION), "show_places")
+    trip_known = bool(region and merged.get("check_in_date") and merged.get("party"))
+    if trip_known and not flights_searched:
         return (*T.flights(merged), "show_flights")
-    if not ready:
+    if not trip_known:
         return None, None, "collect_missing"
-    if pf and ph:
+    if picked_flight and picked_hotel:
         return None, None, "summary"
     return None, None, "summarize"
