@@ -23,6 +23,7 @@ import contextlib
 import copy
 import json
 import typing
+from collections.abc import Iterator
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -124,6 +125,17 @@ def warm(passes: tuple[str, ...] = PASSES) -> None:
     for pass_ in passes:
         _strict_schema_text(pass_)
         _typed_schema_text(pass_)
+
+
+def schema_nodes(node: Any) -> Iterator[dict[str, Any]]:
+    """Every object in a JSON document (a schema: every subschema, and every object inside a keyword's value)."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from schema_nodes(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from schema_nodes(value)
 
 
 # --- the strict form -------------------------------------------------------------------------------------

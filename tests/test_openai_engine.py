@@ -17,7 +17,7 @@ import pytest
 from contracts.extract import SlotUpdates
 from contracts.openai_api import ChatCompletion, ChatCompletionRequest, ChatMessage, ErrorBody, ErrorResponse
 from contracts.render import TypedRenderOutput
-from contracts.strict import OPENAI_FORMATS, destrict, resolve, strict_schema, typed_schema
+from contracts.strict import OPENAI_FORMATS, destrict, resolve, schema_nodes, strict_schema, typed_schema
 from contracts.vocab import EVENT_TYPES, MISSING_VALUES, PASSES, TOOLS
 from contracts.widgets import TYPED_ENVELOPES
 from engines.deterministic.extract import extract as oracle_extract
@@ -331,22 +331,12 @@ def test_strict_form_round_trip_on_reference_outputs(pass_: str, reference_recor
     assert free_form < len(reference_records) / 4
 
 
-def _nodes(node: Any) -> Any:
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _nodes(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _nodes(value)
-
-
 @pytest.mark.parametrize("pass_", ["extract", "render"])
 def test_strict_form_is_what_openai_structured_outputs_accept(pass_: str) -> None:
     """Every object closed with every key required; no oneOf, const, default, discriminator or foreign format."""
     schema = strict_schema(pass_)
     objects = 0
-    for node in _nodes(schema):
+    for node in schema_nodes(schema):
         assert not {"oneOf", "const", "default", "discriminator", "patternProperties"} & set(node), node
         assert node.get("format", "date") in OPENAI_FORMATS, node
         if node.get("type") == "object":

@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from contracts.extract import ExtractOutput
-from contracts.strict import decoded_render_model
+from contracts.strict import decoded_render_model, schema_nodes
 from contracts.vocab import MISSING_VALUES
 
 EXTRACT = "extract"
@@ -52,22 +52,12 @@ def _ordered_subsets(values: tuple[str, ...]) -> list[list[str]]:
     return [list(c) for n in range(1, len(values) + 1) for c in itertools.combinations(values, n)]
 
 
-def _walk(node: Any):
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk(value)
-
-
 @functools.cache
 def extract_schema() -> dict[str, Any]:
     schema = ExtractOutput.model_json_schema(by_alias=True)
     subsets = _ordered_subsets(MISSING_VALUES)
     tightened = 0
-    for node in _walk(schema):
+    for node in schema_nodes(schema):
         props = node.get("properties")
         if isinstance(props, dict) and "missing" in props and props.get("kind", {}).get("const") == "collect_missing":
             props["missing"] = {"enum": subsets, "title": props["missing"].get("title", "Missing")}
