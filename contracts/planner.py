@@ -27,7 +27,6 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
 from typing import Any, Literal
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -41,6 +40,7 @@ from contracts.widgets import (
     OrderConfirmationPayload,
     PlaceCardPayload,
     TransferItem,
+    is_date,
 )
 
 Action = Literal["mapped", "dropped", "defaulted"]
@@ -159,7 +159,6 @@ _MISS = object()
 # --- value coercion helpers --------------------------------------------------------------------------------
 
 _DATE_PREFIX = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:$|[T ])")
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 #: at most 18 digits: int() of a longer digit string is slow, and over 4,300 digits it raises
 _INT_TEXT = re.compile(r"^\s*-?\d{1,18}\s*$")
 #: a children count above this is not a party (and must not allocate a list of that length)
@@ -185,15 +184,8 @@ def is_real_date(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 10 and _real_date(value)
 
 
-@functools.lru_cache(maxsize=4096)
-def _real_date(value: str) -> bool:
-    if not _ISO_DATE.fullmatch(value):
-        return False
-    try:
-        date.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
+#: the widget contract's own check, memoised: a session's few dates are read again on every pass
+_real_date = functools.lru_cache(maxsize=4096)(is_date)
 
 
 def count(value: Any) -> Any:

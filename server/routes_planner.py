@@ -18,22 +18,9 @@ from contracts.render import RenderOutput
 from contracts.turn import ExtractRequest, RenderRequest
 from engines.base import FallbackReason
 from engines.fallback import Served
+from server import passes
 from server.errors import FALLBACK_503, PLANNER_ERRORS, JSONResponse, fallback_detail
-from server.passes import (
-    RenderAnswer,
-    ToolSummarySource,
-    XEngine,
-    XTimeout,
-    answer_render,
-    fallback_response,
-    normalised_turn,
-    record_notes,
-    resolve_deadline,
-    resolve_engine,
-    run_extract,
-    serve_as_error,
-    shadow_task,
-)
+from server.passes import RenderAnswer, ToolSummarySource
 
 router = APIRouter(tags=["planner"])
 
@@ -113,31 +100,31 @@ def render_body(answer: RenderAnswer) -> dict[str, Any]:
 # --- endpoints ---------------------------------------------------------------------------------------------
 
 
-async def extract(body: ExtractRequest, request: Request, x_engine: XEngine = None,
-                  x_timeout: XTimeout = None) -> Response:
-    engine = resolve_engine(request, "extract", x_engine)
-    deadline = resolve_deadline(request, x_timeout)
+async def extract(body: ExtractRequest, request: Request, x_engine: passes.XEngine = None,
+                  x_timeout: passes.XTimeout = None) -> Response:
+    engine = passes.resolve_engine(request, "extract", x_engine)
+    deadline = passes.resolve_deadline(request, x_timeout)
     notes = Notes()
-    turn = normalised_turn(body.turn.engine_input(), notes)
-    served = await run_extract(request, turn, engine, deadline)
-    noted = record_notes(request, "extract", notes)
-    if serve_as_error(request, served):
-        return fallback_response(served)
+    turn = passes.normalised_turn(body.turn.engine_input(), notes)
+    served = await passes.run_extract(request, turn, engine, deadline)
+    noted = passes.record_notes(request, "extract", notes)
+    if passes.serve_as_error(request, served):
+        return passes.fallback_response(served)
     return JSONResponse(extract_body(served, noted), headers={"X-Fallback-Reason": served.fallback_reason or "none"},
-                        background=shadow_task(request, "extract", turn, served, served.document))
+                        background=passes.shadow_task(request, "extract", turn, served, served.document))
 
 
-async def render(body: RenderRequest, request: Request, x_engine: XEngine = None,
-                 x_timeout: XTimeout = None) -> Response:
-    engine = resolve_engine(request, "render", x_engine)
-    deadline = resolve_deadline(request, x_timeout)
-    answer = await answer_render(request, body, engine, ("body",), deadline)
+async def render(body: RenderRequest, request: Request, x_engine: passes.XEngine = None,
+                 x_timeout: passes.XTimeout = None) -> Response:
+    engine = passes.resolve_engine(request, "render", x_engine)
+    deadline = passes.resolve_deadline(request, x_timeout)
+    answer = await passes.answer_render(request, body, engine, ("body",), deadline)
     if answer.failed is not None:
-        return fallback_response(answer.failed)
+        return passes.fallback_response(answer.failed)
     headers = {"X-Fallback-Reason": answer.served.fallback_reason or "none", "X-Tool-Summary-Source": answer.source}
     return JSONResponse(render_body(answer), headers=headers,
-                        background=shadow_task(request, "render", answer.turn, answer.served, answer.extraction,
-                                               answer.tool_summary))
+                        background=passes.shadow_task(request, "render", answer.turn, answer.served,
+                                                      answer.extraction, answer.tool_summary))
 
 
 _EXTRACT_DOC = ("Run the extract pass on a turn. `slot_state` may be the Firestore read envelope "

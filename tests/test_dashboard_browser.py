@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import select
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,20 +27,13 @@ from server.app import create_app
 from server.config import load_settings
 from tests.conftest import ThreadServer
 from tests.test_shadow_engines import GatedEngine
+from tests.test_shadow_http import _chromium
 
 TURNS = [
     {"event_type": "user_message", "event_payload": {"text": t}, "slot_state": {}}
     for t in ("flights to Miami", "hotels in Paris", "things to do in Rome", "hello", "flights from London to Tokyo")
 ]
 KEY = "dashboard-test-key-0001"
-
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("headless Chromium is not installed (Debian package: chromium)")
 
 
 class Browser:

@@ -15,25 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ProcessServer
+from tests.test_metrics import _families, _value
 
 TURN = {"event_type": "user_message", "event_payload": {"text": "flights to Miami"}, "slot_state": {}}
 N = 40
 SCRAPES = 12
-
-
-def _families(text: str) -> dict[str, Any]:
-    return {f.name: f for f in text_string_to_metric_families(text)}
-
-
-def _value(families: dict[str, Any], family: str, sample: str, **labels: str) -> float:
-    fam = families.get(family)
-    if fam is None:
-        return 0.0
-    return sum(s.value for s in fam.samples if s.name == sample and all(s.labels.get(k) == v
-                                                                       for k, v in labels.items()))
 
 
 def _scrape(base: str) -> dict[str, Any]:

@@ -378,3 +378,14 @@ def test_every_rule_of_the_table_is_exercised() -> None:
                  test_render_slot_state_keeps_what_it_can_read):
         case()
     assert set(RULES) - EXERCISED == set()
+
+
+@pytest.mark.parametrize("value", ["2026-02-28", "2024-02-29", "2026-02-30", "2026-13-01", "2026-1-01", "2026-01-01 ",
+                                   "\u0662\u0660\u0662\u0666-\u0660\u0661-\u0660\u0661", "２０２６-０１-０１", ""])
+def test_a_real_slot_date_is_the_widget_contracts_format_date(value: str) -> None:
+    """contracts.planner.is_real_date (the slot dates the passes read) is the widgets' ``format: date`` check:
+    a date the oracle copies into a widget is one the widget contract accepts (ASCII digits, a real day)."""
+    from contracts.planner import is_real_date
+    from contracts.widgets import is_date
+
+    assert is_real_date(value) == is_date(value) == (value in ("2026-02-28", "2024-02-29"))
