@@ -8,7 +8,7 @@ The engine and the deadline come from the headers :data:`XEngine` and :data:`XTi
 declares and hands to :func:`resolve_engine` and :func:`resolve_deadline` once its body is valid: so a bad
 body is a 422 before a bad header is a 400, and the OpenAI route learns its pass from the body. They are
 not FastAPI dependencies (``Depends``) on purpose: a sub-dependency costs FastAPI's ``solve_dependencies``
-about 10 us a request, 5% of the CPU of a deterministic ``/render`` (docs/operations.md).
+about 10 us a request, some 6% of the CPU of a deterministic ``/render`` (docs/operations.md, section 6).
 """
 
 from __future__ import annotations
