@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse as _StarletteJSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from contracts.openai_api import ErrorBody, ErrorResponse
 from engines.shadow.redact import json_bytes, redact_text
 
 log = logging.getLogger("travel_slm.errors")
@@ -87,19 +88,6 @@ class FieldErrors(BaseModel):
     detail: list[FieldError]
 
 
-class OpenAIErrorBody(BaseModel):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class OpenAIError(BaseModel):
-    """``/v1`` endpoints: the OpenAI error shape."""
-
-    error: OpenAIErrorBody
-
-
 PLANNER_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorMessage, "description": "Invalid JSON, or an unknown X-Engine value."},
     401: {"model": ErrorMessage, "description": "Missing or wrong API key (when one is configured)."},
@@ -107,18 +95,16 @@ PLANNER_ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": FieldErrors, "description": "JSON of the wrong shape; one message per field."},
 }
 OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": OpenAIError, "description": "Invalid JSON, a request or pass input of the wrong shape or type "
+    400: {"model": ErrorResponse, "description": "Invalid JSON, a request or pass input of the wrong shape or type "
           "(error.param names the field, e.g. stream, max_tokens, messages.0.content.turn.slot_state), an "
           "unsupported parameter (tools, n > 1), or a foreign response_format."},
-    401: {"model": OpenAIError, "description": "Missing or wrong API key (when one is configured)."},
-    404: {"model": OpenAIError, "description": "Unknown model."},
-    413: {"model": OpenAIError, "description": "Body over the size limit."},
-    422: {"model": OpenAIError, "description": "render.fixtures = refuse and the render request has no "
-          "tool_summary."},
+    401: {"model": ErrorResponse, "description": "Missing or wrong API key (when one is configured)."},
+    404: {"model": ErrorResponse, "description": "Unknown model."},
+    413: {"model": ErrorResponse, "description": "Body over the size limit."},
 }
 
 
-class FallbackErrorBody(OpenAIErrorBody):
+class FallbackErrorBody(ErrorBody):
     fallback_reason: str
     fallback_detail: str | None
     pass_: str = Field(alias="pass")
