@@ -6,7 +6,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from contracts.vocab import MISSING_VALUES, RENDER_INTENT_KINDS, ClarifyReason, ErrorReason, MissingValue
+from contracts.vocab import (
+    MISSING_VALUES,
+    ClarifyReason,
+    ErrorReason,
+    MissingValue,
+    PlainIntentKind,
+)
 
 IsoDate = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$")]
 Count = Annotated[int, Field(ge=0)]
@@ -186,13 +192,6 @@ class ErrorIntent(_Strict):
 class ClarifyIntent(_Strict):
     kind: Literal["clarify"]
     reason: ClarifyReason
-
-
-#: the render intents that carry nothing but their ``kind``: every kind of :data:`contracts.vocab.RENDER_INTENT_KINDS`
-#: but the three with a field of their own, in the vocabulary's order
-PLAIN_INTENT_KINDS: tuple[str, ...] = tuple(k for k in RENDER_INTENT_KINDS if k not in ("collect_missing", "clarify",
-                                                                                       "error"))
-PlainIntentKind = Literal[PLAIN_INTENT_KINDS]  # type: ignore[valid-type]
 
 
 class PlainIntent(_Strict):

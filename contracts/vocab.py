@@ -18,8 +18,8 @@ ToolId = Literal[
     "mcp/hotelbeds-transfers.search_transfers",
 ]
 
-RenderIntentKind = Literal[
-    "collect_missing",
+#: the render intents that carry nothing but their ``kind`` (every kind but the three with a field of their own)
+PlainIntentKind = Literal[
     "show_places",
     "show_flights",
     "flight_detail",
@@ -33,9 +33,9 @@ RenderIntentKind = Literal[
     "summarize",
     "calendar_live",
     "trip_map",
-    "clarify",
-    "error",
 ]
+#: every render intent kind, in the contract's order (nested Literals flatten)
+RenderIntentKind = Literal["collect_missing", PlainIntentKind, "clarify", "error"]
 
 ErrorReason = Literal["pii_redacted", "provider_unavailable", "out_of_domain"]
 ClarifyReason = Literal["confirmation_required", "contradictory_constraints", "blocker_needs_verification"]
@@ -74,6 +74,7 @@ WidgetType = Literal[
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 TOOLS: tuple[str, ...] = get_args(ToolId)
 RENDER_INTENT_KINDS: tuple[str, ...] = get_args(RenderIntentKind)
+PLAIN_INTENT_KINDS: tuple[str, ...] = get_args(PlainIntentKind)
 ERROR_REASONS: tuple[str, ...] = get_args(ErrorReason)
 CLARIFY_REASONS: tuple[str, ...] = get_args(ClarifyReason)
 REFUSAL_REASONS: tuple[str, ...] = ERROR_REASONS + CLARIFY_REASONS

@@ -28,6 +28,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from contracts import vocab
 from contracts.planner import RULE_IDS, RULES, InputNote
 from engines.agreement import FIELDS as AGREEMENT_FIELDS
 from engines.fallback import CircuitBreaker, Served
@@ -50,14 +51,12 @@ MASK_BUCKETS: tuple[float, ...] = (
 #: Grammar compilation: milliseconds to a minute.
 COMPILE_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
-PASSES = frozenset({"extract", "render"})
-ENGINES = frozenset({"deterministic", "slm", "openai"})
-MODEL_ENGINES = frozenset({"slm", "openai"})
+PASSES = frozenset(vocab.PASSES)
+ENGINES = frozenset(vocab.ENGINES)
+MODEL_ENGINES = ENGINES - {"deterministic"}
 ADAPTERS = frozenset({"none", "auto", "mlx", "vllm", "transformers", "http"})
 OUTCOMES = frozenset({"ok", "fallback", "invalid"})
-FALLBACK_REASONS = frozenset(
-    {"error", "timeout", "invalid_json", "schema_invalid", "truncated", "out_of_vocab", "unavailable", "circuit_open"}
-)
+FALLBACK_REASONS = frozenset(vocab.FALLBACK_REASONS)
 NOTE_ACTIONS = frozenset({"mapped", "dropped", "defaulted"})
 SHADOW_OUTCOMES = frozenset({"compared", "fell_back", "dropped"})
 STORE_ERRORS = frozenset({"open", "write", "writer", "writer_restart", "retention"})
@@ -134,7 +133,7 @@ class CircuitStateCollector(Collector):
 
 def nearest_rank(q_percent: float, n: int) -> int:
     """The 1-based rank of the ``q_percent`` percentile of ``n`` values: the formula of
-    :func:`bench.stats.percentile`, which the shadow report and ``travel-slm eval`` use."""
+    :func:`core.stats.percentile`, which the shadow report and ``travel-slm eval`` use."""
     return max(1, math.ceil(q_percent / 100.0 * n))
 
 

@@ -16,6 +16,7 @@ from contracts.extract import ExtractOutput
 from contracts.planner import InputNote, Notes
 from contracts.render import RenderOutput
 from contracts.turn import ExtractRequest, RenderRequest
+from engines.agreement import widget_types as agreement_widget_types
 from engines.base import FallbackReason
 from engines.fallback import Served
 from server import passes
@@ -72,10 +73,8 @@ class RenderResponse(BaseModel):
 
 
 def widget_types(document: Any) -> list[str]:
-    widgets = document.get("widgets") if isinstance(document, dict) else None
-    if not isinstance(widgets, list):
-        return []
-    return [w["widget_type"] for w in widgets if isinstance(w, dict) and isinstance(w.get("widget_type"), str)]
+    """The response's ``widget_types``: the document's widget types in order (those that are strings)."""
+    return [t for t in agreement_widget_types(document) if isinstance(t, str)]
 
 
 def llm_contract(served: Served) -> dict[str, Any]:
