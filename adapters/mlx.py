@@ -52,7 +52,7 @@ from adapters.xgrammar_support import GrammarStore, jump_forward_draft, require_
 
 if TYPE_CHECKING:
     from adapters.models import ResolvedModel
-    from server.config import SlmSettings
+    from core.settings import SlmSettings
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from adapters.base import Adapter, AdapterUnavailableError
 
 if TYPE_CHECKING:
-    from server.config import SlmSettings
+    from core.settings import SlmSettings
 
 log = logging.getLogger(__name__)
 

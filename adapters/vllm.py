@@ -32,7 +32,7 @@ from adapters.base import Adapter, AdapterUnavailableError, Generation, Generati
 
 if TYPE_CHECKING:
     from adapters.models import ResolvedModel
-    from server.config import SlmSettings
+    from core.settings import SlmSettings
 
 log = logging.getLogger(__name__)
 

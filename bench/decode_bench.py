@@ -56,7 +56,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench.stats import percentile, share
+from core.stats import percentile, share
 from evaluation.evaluate import positive_int
 
 REPO = Path(__file__).resolve().parents[1]
@@ -461,13 +461,13 @@ class BenchOptions:
     threads: int | None = None
     config: str | None = None
     slm_settings: Any = None
-    """A ready :class:`server.config.SlmSettings` (tests); overrides ``config``."""
+    """A ready :class:`core.settings.SlmSettings` (tests); overrides ``config``."""
     model: str | None = None
     """``slm.model`` for this run (``--models``); None: the settings' value."""
 
 
 def _settings_for(name: str, options: BenchOptions) -> Any:
-    from server.config import load_settings
+    from core.settings import load_settings
 
     base = options.slm_settings if options.slm_settings is not None else load_settings(options.config).slm
     update: dict[str, Any] = {"adapter": name}
@@ -725,7 +725,7 @@ def main(argv: list[str] | None = None) -> int:
                            render_mode=args.render_mode, quantize=args.quantize, timeout_ms=args.timeout_ms, levers=not args.no_levers,
                            threads=args.threads, config=args.config)
     if args.config:
-        from server.config import ConfigFileError, load_settings
+        from core.settings import ConfigFileError, load_settings
 
         try:
             options = replace(options, slm_settings=load_settings(args.config).slm)

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.stats import percentile
+from core.stats import percentile
 from engines.deterministic import extract, fixture, render
 from engines.deterministic.render import merged_slot
 

@@ -44,7 +44,7 @@ from typing import Any
 
 import httpx
 
-from bench.stats import percentile
+from core.stats import percentile
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = str(REPO.parent / "shared" / "reference" / "corpora" / "*.labeled.jsonl")

@@ -17,6 +17,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from core.store_url import StoreURLError, check_store_url
+
 EngineName = Literal["deterministic", "slm", "openai"]
 PassName = Literal["extract", "render"]
 
@@ -159,10 +161,6 @@ class ShadowSettings(BaseModel):
     @classmethod
     def _store_url(cls, v: str) -> str:
         """A usable URL, and psycopg installed for a postgresql one; the message never holds the password."""
-        if v == "sqlite:///shadow.db":  # the default: skip importing the shadow package (~0.1 s) for it
-            return v
-        from engines.shadow.store_base import StoreURLError, check_store_url
-
         try:
             check_store_url(v)
         except StoreURLError as exc:

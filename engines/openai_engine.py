@@ -32,9 +32,9 @@ from contracts.openai_api import (
 )
 from contracts.strict import destrict, strict_schema, warm
 from contracts.vocab import EVENT_TYPES, MISSING_VALUES, PASSES, TOOLS
+from core.settings import OpenAISettings
 from engines.base import Engine, EngineError, PassOutput
 from engines.shadow.redact import configured_secrets, json_bytes, scrub_secrets
-from server.config import OpenAISettings
 
 #: upstream statuses that mean "this request", not "this upstream": they never count toward the breaker
 #: (LiteLLM's cooldowns count 401, 404, 408, 429 and 5xx, not these)

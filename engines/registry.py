@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from engines.base import Engine
 
 if TYPE_CHECKING:
-    from server.config import Settings
+    from core.settings import Settings
 
 ENGINE_NAMES = ("deterministic", "slm", "openai")
 

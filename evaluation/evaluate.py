@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.stats import percentile, share
 from contracts.validation import envelope_validity, extract_errors, intent_in_vocab, tools_in_vocab
+from core.stats import percentile, share
 from engines.agreement import extract_agreement, render_agreement, turn_class
 from evaluation.corpus import CorpusProblem, LabelledTurn, read_corpora
 
@@ -211,9 +211,9 @@ async def run_eval(
     engine_name: str, corpora: list[str], *, split: str | None = None, limit: int | None = None,
     settings: Any = None, progress: bool = False, view: str = "own",
 ) -> EvalReport:
+    from core.settings import load_settings
     from engines.fallback import PassRunner
     from engines.registry import build_engine
-    from server.config import load_settings
 
     settings = settings or load_settings()
     problems: list[CorpusProblem] = []
@@ -308,7 +308,7 @@ def format_markdown(report: EvalReport) -> str:
 
 
 def _command(args: argparse.Namespace) -> int:
-    from server.config import ConfigFileError, load_settings
+    from core.settings import ConfigFileError, load_settings
 
     try:
         settings = load_settings(args.config)

@@ -1,6 +1,6 @@
 """The FastAPI application: ``create_app(settings)``.
 
-Public state: ``app.state.settings`` (:class:`~server.config.Settings`), ``app.state.runner``
+Public state: ``app.state.settings`` (:class:`~core.settings.Settings`), ``app.state.runner``
 (:class:`~engines.fallback.PassRunner`), ``app.state.metrics`` (:class:`~server.metrics.Metrics`),
 ``app.state.shadow`` (``engines.shadow.runner.ShadowRunner`` or ``None``),
 ``app.state.engines`` (:class:`EngineSet`: which engines are configured, started, ready, and the start-up
@@ -26,12 +26,12 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from contracts.vocab import CONTRACT_VERSION
+from core.settings import Settings, load_settings
 from engines.base import Engine
 from engines.fallback import PassRunner
 from engines.registry import build_engine
 from server import errors
 from server.auth import ApiKeyCheck
-from server.config import Settings, load_settings
 from server.errors import BodyTooLargeError, error_response
 from server.logs import access_log
 from server.metrics import Metrics

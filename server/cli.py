@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from server.config import ConfigFileError
+    from core.settings import ConfigFileError
 
     parser = build_parser()
     args = parser.parse_args(argv)

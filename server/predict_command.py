@@ -96,7 +96,7 @@ async def predict(request: RenderRequest, pass_name: str, engine_name: str, sett
 
 
 def _command(args: argparse.Namespace) -> int:
-    from server.config import ConfigFileError, load_settings
+    from core.settings import ConfigFileError, load_settings
     from server.errors import fallback_detail
 
     notes = Notes()

@@ -109,7 +109,7 @@ def version_info(settings: Any, runner: PassRunner | None = None) -> dict[str, A
 
 def version_text() -> str:
     """One line for ``travel-slm --version`` (settings from the environment; the defaults if they are invalid)."""
-    from server.config import ConfigFileError, Settings, load_settings
+    from core.settings import ConfigFileError, Settings, load_settings
 
     try:
         settings = load_settings()

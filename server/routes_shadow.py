@@ -36,9 +36,10 @@ async def shadow_report(
     format: str = Query(default="json", pattern="^(json|html)$"),
     wait: bool = Query(default=False, description="also wait for shadow runs in flight"),
 ) -> Response:
+    from core.store_url import parse_store_url
     from engines.shadow.report import format_html, parse_since, report_from_store
     from engines.shadow.store import StoreURLError
-    from engines.shadow.store_base import StoreReadError, parse_store_url
+    from engines.shadow.store_base import StoreReadError
 
     settings = request.app.state.settings
     shadow = getattr(request.app.state, "shadow", None)

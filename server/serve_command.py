@@ -137,8 +137,8 @@ def __getattr__(name: str) -> Any:
 def worker_app() -> Any:
     """The application of one worker (uvicorn's factory, run in each worker process): the settings from the
     same config file, flags and environment as the supervisor's."""
+    from core.settings import load_settings
     from server.app import create_app
-    from server.config import load_settings
 
     spec = json.loads(os.environ[WORKER_SPEC_ENV])
     settings = load_settings(spec["config"], **spec["overrides"])
@@ -185,7 +185,7 @@ def multiprocess_dir() -> Iterator[str]:
 def unknown_settings_env(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
     """``TRAVEL_SLM_*`` variables that are no setting (pydantic-settings ignores them silently), each with the
     nearest valid variable name (``difflib``), or ``None`` when none is close."""
-    from server.config import Settings, env_name, setting_paths
+    from core.settings import Settings, env_name, setting_paths
 
     prefix = Settings.model_config["env_prefix"]
     paths = setting_paths()
@@ -206,7 +206,7 @@ def unknown_settings_env(environ: Mapping[str, str]) -> list[tuple[str, str | No
 def _is_mapping(path: tuple[str, ...]) -> bool:
     from pydantic import BaseModel
 
-    from server.config import Settings
+    from core.settings import Settings
 
     model: type[BaseModel] = Settings
     for part in path[:-1]:
@@ -221,7 +221,7 @@ def unknown_config_keys(config_file: str | Path | None) -> list[tuple[str, str |
         return []
     from pydantic import BaseModel
 
-    from server.config import Settings
+    from core.settings import Settings
 
     path = Path(config_file)
     try:
@@ -270,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
 
-    from server.config import ConfigFileError, load_settings
+    from core.settings import ConfigFileError, load_settings
 
     try:
         settings = load_settings(args.config, **overrides_from_args(args))

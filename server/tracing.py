@@ -3,7 +3,7 @@
 Off by default. Off, the application creates no tracer and imports nothing from OpenTelemetry: the guard
 middleware and the pass runner each test one ``is None`` per request, and the packages need not be installed
 (``pip install 'travel-slm[tracing]'`` installs ``opentelemetry-sdk`` and
-``opentelemetry-exporter-otlp-proto-http``; :class:`server.config.TracingSettings` refuses ``enabled`` without
+``opentelemetry-exporter-otlp-proto-http``; :class:`core.settings.TracingSettings` refuses ``enabled`` without
 them, as a one-line config error).
 
 On, each application has its own :class:`~opentelemetry.sdk.trace.TracerProvider` (never the global one, so
@@ -32,7 +32,7 @@ from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from server.config import TracingSettings
+    from core.settings import TracingSettings
 
 INSTRUMENTATION = "travel_slm"
 

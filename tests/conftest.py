@@ -3,7 +3,7 @@
 ``live_server(settings_overrides=None, env=None, *, subprocess=False)`` starts the real application
 with uvicorn on a free port and returns its base URL (``http://127.0.0.1:PORT``); every server
 started by a test stops when the test ends. ``settings_overrides`` are passed to
-``server.config.load_settings`` (nested dicts for ``slm``, ``openai``, ``shadow``, ...). ``env`` is
+``core.settings.load_settings`` (nested dicts for ``slm``, ``openai``, ``shadow``, ...). ``env`` is
 applied to ``os.environ`` while the settings load and the application starts (thread mode), or
 given to the child process (``subprocess=True``, which runs the real ``travel-slm serve``).
 The application object of a thread-mode server is available as ``live_server.apps[base_url]``.
@@ -169,8 +169,8 @@ class LiveServers:
             url = proc.start()
             self.processes[url] = proc
             return url
+        from core.settings import load_settings
         from server.app import create_app
-        from server.config import load_settings
 
         with patched_env(env):
             settings = load_settings(**overrides)

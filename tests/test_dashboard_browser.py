@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
+from core.settings import load_settings
 from engines.base import Engine
 from server.app import create_app
-from server.config import load_settings
 from tests.conftest import ThreadServer
 from tests.test_shadow_engines import GatedEngine
 from tests.test_shadow_http import _chromium

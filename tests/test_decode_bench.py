@@ -183,7 +183,7 @@ def test_real_run_on_transformers_bundled_model():
     from tests.conftest_slm import require_bundled
 
     require_bundled()
-    from server.config import SlmSettings
+    from core.settings import SlmSettings
 
     corpora = db.default_corpora()
     if not corpora:

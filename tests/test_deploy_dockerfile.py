@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from server.config import Settings
+from core.settings import Settings
 from tests.test_deploy_k8s import check_settings_env
 
 dockerfile_parse = pytest.importorskip(

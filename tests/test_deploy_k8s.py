@@ -8,7 +8,7 @@
 - Cross-checks on the rendered objects: probe paths are routes of the real application, ports agree
   between container, probes, Service, scrape annotations, the settings default and the Dockerfile; the
   container command is accepted by the real CLI parser; every ConfigMap key is a setting that
-  ``server.config.load_settings`` reads, with the value the ConfigMap gives; secrets come from a Secret.
+  ``core.settings.load_settings`` reads, with the value the ConfigMap gives; secrets come from a Secret.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 import pytest
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from server.config import Settings, load_settings
+from core.settings import Settings, load_settings
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (bash tests/install_deploy_tools.sh)")
 

@@ -15,13 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
+from core.settings import load_settings
 from engines.deterministic.extract import extract as oracle_extract
 from engines.fallback import PassRunner
 from engines.openai_engine import OpenAIEngine
 from engines.shadow.redact import redact_record
 from engines.shadow.runner import ShadowRunner
 from engines.shadow.store import ShadowStore, read_store
-from server.config import load_settings
 from server.logs import JsonFormatter
 from tests.conftest import completion
 

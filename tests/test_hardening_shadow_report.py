@@ -15,10 +15,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.settings import ShadowSettings
 from engines.agreement import FIELDS
 from engines.shadow.report import build_report, report_from_store
 from engines.shadow.store import ShadowStore
-from server.config import ShadowSettings
 
 REPO = Path(__file__).resolve().parent.parent
 

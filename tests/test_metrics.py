@@ -234,7 +234,7 @@ def test_latency_histogram_resolves_the_deterministic_path(live_server: Any) -> 
     0.25 ms. The bucket that holds the histogram's p50 must pin the served passes' own p50 (``latency_ms`` of the
     responses, 0.1 ms steps): at most 2.5x wide and not open towards 0, or under a microsecond when the passes
     round to 0.0 ms, whatever the machine's speed."""
-    from bench.stats import percentile
+    from core.stats import percentile
 
     base = live_server()
     served_ms = []

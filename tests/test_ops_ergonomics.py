@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from contracts.vocab import CONTRACT_VERSION
-from server.config import Settings, env_name, load_settings, setting_paths
+from core.settings import Settings, env_name, load_settings, setting_paths
 from server.serve_command import unknown_config_keys, unknown_settings_env
 from tests.conftest import REPO
 

@@ -143,7 +143,7 @@ def test_serve_oracle_is_unchanged(live_server: Any, scripted_upstream: Any, rea
 
 
 def test_default_is_oracle_and_a_healthy_engine_is_served_under_error(live_server: Any, scripted_upstream: Any) -> None:
-    from server.config import load_settings
+    from core.settings import load_settings
 
     assert load_settings().fallback.serve == "oracle"
     with scripted_upstream(_per_pass(EXTRACTION, oracle_render(TURN, EXTRACTION))) as up:

@@ -274,8 +274,8 @@ def test_planner_endpoints_through_a_real_vllm_server(
 
     # vLLM honours its own structured-output field: with `structured_outputs` alone (no
     # response_format), the answer still follows the contract grammar (first key of the strict schema).
+    from core.settings import OpenAISettings
     from engines.openai_engine import OpenAIEngine, strict_schema
-    from server.config import OpenAISettings
 
     engine = OpenAIEngine(OpenAISettings(**openai_overrides(vllm_server.base_url, failure_threshold=3,
                                                               cooldown_s=1.0)["openai"]))

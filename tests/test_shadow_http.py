@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
+from core.settings import load_settings
 from engines.base import Engine
 from engines.shadow.report import _ms, fmt_rate
 from engines.shadow.store import read_store
 from server.app import create_app
-from server.config import load_settings
 from tests.conftest import ThreadServer
 from tests.reference import all_records, require_reference
 from tests.test_shadow_engines import CrashingEngine, FailingEngine, GatedEngine, SleepyEngine

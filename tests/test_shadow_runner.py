@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from contracts.turn import Turn
+from core.settings import Settings, ShadowSettings
 from engines.agreement import FIELDS, turn_class
 from engines.base import Engine
 from engines.deterministic.engine import DeterministicEngine
@@ -23,7 +24,6 @@ from engines.fallback import PassRunner, Served
 from engines.shadow.record import RECORD_KIND
 from engines.shadow.runner import PENDING_MAX, ShadowRunner
 from engines.shadow.store import read_store
-from server.config import Settings, ShadowSettings
 from tests.reference import all_records, require_reference
 from tests.test_shadow_engines import CrashingEngine, FailingEngine, GatedEngine, SleepyEngine
 

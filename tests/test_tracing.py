@@ -223,7 +223,7 @@ def test_sample_ratio_zero_records_nothing(traced: Any, receiver: OtlpReceiver) 
 
 
 def test_tracing_is_off_by_default_with_nothing_built(default_server: str, live_server: Any) -> None:
-    from server.config import Settings
+    from core.settings import Settings
 
     assert Settings().tracing.enabled is False
     url = live_server()
@@ -232,7 +232,7 @@ def test_tracing_is_off_by_default_with_nothing_built(default_server: str, live_
     # and off, nothing of OpenTelemetry is even imported (a fresh interpreter, the real app and a request)
     code = ("import sys, asyncio, httpx\n"
             "from server.app import create_app\n"
-            "from server.config import load_settings\n"
+            "from core.settings import load_settings\n"
             "app = create_app(load_settings())\n"
             "async def go():\n"
             "    async with app.router.lifespan_context(app):\n"
@@ -253,7 +253,7 @@ def test_tracing_without_the_packages(tmp_path: Any) -> None:
     blocker = ("import sys\n"
                "for name in ('opentelemetry', 'opentelemetry.sdk', 'opentelemetry.exporter'):\n"
                "    sys.modules[name] = None  # as if not installed\n")
-    off = blocker + ("from server.app import create_app\nfrom server.config import load_settings\n"
+    off = blocker + ("from server.app import create_app\nfrom core.settings import load_settings\n"
                      "app = create_app(load_settings())\nprint('built', app.state.tracing)\n")
     proc = subprocess.run([sys.executable, "-c", off], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "built None", proc.stderr[-2000:]
@@ -268,7 +268,7 @@ def test_tracing_without_the_packages(tmp_path: Any) -> None:
 
 
 def test_tracing_settings_are_validated() -> None:
-    from server.config import ConfigFileError, load_settings
+    from core.settings import ConfigFileError, load_settings
 
     for bad in ({"sample_ratio": 2}, {"otlp_endpoint": "collector:4318"}, {"service_name": ""}):
         with pytest.raises(ConfigFileError, match="tracing"):

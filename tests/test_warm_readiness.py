@@ -27,9 +27,9 @@ from tests.conftest_slm import require_bundled, tiny_model
 require_bundled()
 
 from adapters.transformers import TransformersAdapter  # noqa: E402
+from core.settings import load_settings  # noqa: E402
 from engines.slm.engine import STEPS, SlmEngine  # noqa: E402
 from server.app import create_app  # noqa: E402
-from server.config import load_settings  # noqa: E402
 from server.logs import JsonFormatter  # noqa: E402
 
 TURN = {"event_type": "user_message", "event_payload": {"text": "flights from Paris to Rome for two"},

@@ -72,8 +72,8 @@ def write_weights(adapter: Path, out: Path) -> list[str]:
 
 def evaluate(package: Path, corpora: list[str], val: Path | None, val_limit: int) -> dict[str, Any]:
     """``travel-slm eval`` of the package on its own answers: the reference eval split and the val set."""
+    from core.settings import load_settings
     from evaluation.evaluate import run_eval
-    from server.config import load_settings
 
     settings = load_settings(slm={"model": str(package), "timeout_ms_extract": EVAL_TIMEOUT_MS,
                                   "timeout_ms_render": EVAL_TIMEOUT_MS})

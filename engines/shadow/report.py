@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.stats import percentile  # the one nearest-rank percentile, shared with eval and the benches
+from core.stats import percentile  # the one nearest-rank percentile, shared with eval and the benches
 from engines.agreement import EXTRACT_FIELDS, FIELDS, RENDER_FIELDS
 
 if TYPE_CHECKING:
@@ -401,7 +401,7 @@ def _sql_figures(reader: StoreReader, since: float | None
         cumulative = [int(v or 0) for v in row[1:]]
         hist = [b - a for a, b in zip([0, *cumulative], cumulative, strict=False)] + [n - cumulative[-1]]
 
-        def nearest_rank(q: float) -> float | None:  # the same rule as bench.stats.percentile
+        def nearest_rank(q: float) -> float | None:  # the same rule as core.stats.percentile
             if n == 0:
                 return None
             rank = max(1, math.ceil(q / 100.0 * n))

@@ -20,9 +20,9 @@ exit status: 0 the report was printed; 1 the gate failed (with --fail-on-gate);
 
 
 def _command(args: argparse.Namespace) -> int:
+    from core.settings import ConfigFileError, load_settings
     from engines.shadow.report import format_html, format_table, parse_since, report_from_store
     from engines.shadow.store import StoreReadError, StoreURLError, backend_for, parse_store_url, reading
-    from server.config import ConfigFileError, load_settings
 
     def fail(message: str) -> int:
         print(f"travel-slm shadow report: {message}", file=sys.stderr)

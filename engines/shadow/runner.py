@@ -29,12 +29,12 @@ import time
 import uuid
 from typing import Any
 
+from core.settings import Settings, ShadowSettings
 from engines.base import Engine
 from engines.fallback import PassRunner, Served
 from engines.shadow.record import ERROR_MAX, LiveAnswer, ShadowComparison, ShadowResult
 from engines.shadow.redact import redact_record
 from engines.shadow.store import ShadowStore
-from server.config import Settings, ShadowSettings
 
 log = logging.getLogger("travel_slm.shadow")
 

@@ -50,6 +50,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core.store_url import StoreTarget, StoreURLError, parse_store_url, redact_dsn
 from engines.shadow.redact import json_line
 from engines.shadow.store_base import (
     AGREE_COLUMNS,
@@ -59,12 +60,8 @@ from engines.shadow.store_base import (
     BackendConnection,
     StoreReader,
     StoreReadError,
-    StoreTarget,
-    StoreURLError,
     backend_for,
     describe_error,
-    parse_store_url,
-    redact_dsn,
     report_values,
 )
 

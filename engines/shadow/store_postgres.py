@@ -25,12 +25,11 @@ from typing import Any
 import psycopg
 from psycopg import conninfo
 
+from core.store_url import BackendName, StoreTarget
 from engines.shadow.store_base import (
     REPORT_COLUMNS,
     SCHEMA_VERSION,
-    BackendName,
     Row,
-    StoreTarget,
 )
 
 log = logging.getLogger("travel_slm.shadow.store")

@@ -14,13 +14,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from core.store_url import BackendName, StoreTarget
 from engines.shadow.store_base import (
     AGREE_COLUMNS,
     REPORT_COLUMNS,
     SCHEMA_VERSION,
-    BackendName,
     Row,
-    StoreTarget,
 )
 
 log = logging.getLogger("travel_slm.shadow.store")

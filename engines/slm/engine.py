@@ -35,7 +35,7 @@ from engines.base import Engine, EngineError, PassOutput
 from engines.slm import extract_plan, grammars, prompts
 
 if TYPE_CHECKING:
-    from server.config import SlmSettings
+    from core.settings import SlmSettings
 
 log = logging.getLogger("travel_slm.slm")
 
