@@ -1,8 +1,9 @@
-"""The one interface every engine implements: deterministic, slm and openai.
+"""The one interface every engine implements: the oracle, slm and openai.
 
 An engine answers a pass with a raw, *unvalidated* document (:class:`PassOutput`). It never
-decides about fallback: validation, timeouts, the circuit breaker and the switch to the
-deterministic output live in :mod:`engines.fallback`, identically for every engine.
+decides about fallback: validation, timeouts, the circuit breaker, the switch to the oracle's
+output and the fixture tool summary of a render without one live in :mod:`engines.fallback`,
+identically for every engine.
 """
 
 from __future__ import annotations
@@ -69,12 +70,6 @@ class Engine(ABC):
         self, turn: dict[str, Any], extraction: dict[str, Any], tool_summary: dict[str, Any]
     ) -> PassOutput:
         """turn + extraction + tool_summary -> ``{bot_message, widgets}``."""
-
-    def tool_summary(self, extraction: dict[str, Any], slot: dict[str, Any]) -> dict[str, Any]:
-        """The tool_summary used when the caller sends none: the oracle's fixture for every engine."""
-        from engines.deterministic.fixtures import fixture
-
-        return fixture(extraction, slot)
 
     def model_for(self, pass_name: str) -> str:
         """The model that answers ``pass_name`` (engines with one model per pass override this)."""

@@ -20,6 +20,7 @@ from contracts.validation import extract_problem, render_problem
 from contracts.vocab import CONTRACT_VERSION
 from engines.base import Engine, EngineError, PassOutput
 from engines.deterministic.engine import DeterministicEngine
+from engines.deterministic.fixtures import fixture
 from engines.deterministic.render import merged_slot
 
 log = logging.getLogger("travel_slm.fallback")
@@ -118,10 +119,8 @@ class Served:
 PassObserver = Callable[[Served], None]
 
 
-def resolve_tool_summary(
-    turn: dict[str, Any], extraction: dict[str, Any], given: dict[str, Any] | None, engine: Engine
-) -> dict[str, Any]:
-    """Body ``tool_summary``, then ``turn.tool_summary``, then the deterministic fixture.
+def resolve_tool_summary(turn: dict[str, Any], extraction: dict[str, Any], given: dict[str, Any] | None) -> dict[str, Any]:
+    """Body ``tool_summary``, then ``turn.tool_summary``, then the oracle's fixture (for every engine).
 
     A given summary may be ours (``{ok, tool, data}``) or the planner's ``tool_result`` (cards at the top
     level): both become the internal shape (:func:`contracts.planner.normalise_tool_summary`, idempotent).
@@ -130,7 +129,7 @@ def resolve_tool_summary(
         return normalise_tool_summary(given)
     if isinstance(turn.get("tool_summary"), dict):
         return normalise_tool_summary(turn["tool_summary"])
-    return engine.tool_summary(extraction, merged_slot(turn, extraction))
+    return fixture(extraction, merged_slot(turn, extraction))
 
 
 class PassRunner:
@@ -177,8 +176,7 @@ class PassRunner:
         self, turn: dict[str, Any], extraction: dict[str, Any], tool_summary: dict[str, Any] | None, engine: str,
         *, deadline: float | None = None,
     ) -> Served:
-        eng = self.engines.get(engine, self.oracle)
-        summary = resolve_tool_summary(turn, extraction, tool_summary, eng)
+        summary = resolve_tool_summary(turn, extraction, tool_summary)
         return await self._serve("render", engine, turn, extraction, summary, deadline)
 
     async def _call(self, eng: Engine, pass_name: str, turn: dict[str, Any], extraction: Any, summary: Any) -> PassOutput:

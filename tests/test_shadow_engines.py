@@ -2,7 +2,7 @@
 
 Each wraps the deterministic oracle and breaks one way: slow (waits on a gate the test opens),
 failing (an invalid document or an engine error) and crashing (raises from every entry point,
-including ``tool_summary`` which the fallback layer calls outside its own guard).
+including ``model_for`` which the fallback layer calls outside its own guard).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class FailingEngine(Engine):
 
 
 class CrashingEngine(Engine):
-    """Raises from every entry point, tool_summary included."""
+    """Raises from every entry point, model_for included (for the render pass)."""
 
     name: ClassVar[str] = "slm"
     adapter = "test"
@@ -90,8 +90,10 @@ class CrashingEngine(Engine):
                      ) -> PassOutput:
         raise RuntimeError("crash in render")
 
-    def tool_summary(self, extraction: dict[str, Any], slot: dict[str, Any]) -> dict[str, Any]:
-        raise RuntimeError("crash in tool_summary")
+    def model_for(self, pass_name: str) -> str:
+        if pass_name == "render":
+            raise RuntimeError("crash in model_for")
+        return self.model
 
 
 async def test_failing_engine_falls_back_under_the_pass_runner() -> None:
@@ -103,12 +105,12 @@ async def test_failing_engine_falls_back_under_the_pass_runner() -> None:
     assert rd.engine_document == {"bot_message": 42, "widgets": "none"}
 
 
-async def test_crashing_engine_escapes_the_pass_runner_through_tool_summary() -> None:
+async def test_crashing_engine_escapes_the_pass_runner_through_model_for() -> None:
     # why the shadow runner needs its own guard: this exception is not turned into a fallback
     runner = PassRunner({"slm": CrashingEngine()})
     ex = await runner.extract(TURN, "slm")
     assert ex.fallback_reason == "error"
-    with pytest.raises(RuntimeError, match="tool_summary"):
+    with pytest.raises(RuntimeError, match="model_for"):
         await runner.render(TURN, ex.document, None, "slm")
 
 

@@ -154,8 +154,8 @@ async def test_live_answers_do_not_change_or_wait_for_a_bad_shadow(tmp_path: Pat
         assert all(r["shadow_render"] == {"bot_message": 42, "widgets": "none"} for r in rd_records)
     else:
         assert reasons == {("extract", "error"): len(turns), ("render", "error"): len(turns)}
-        # the crash in tool_summary escapes the pass runner: the shadow runner's guard records it
-        assert all("tool_summary" in r["error"] and len(r["error"]) <= 300 for r in rd_records)
+        # the crash in model_for escapes the pass runner: the shadow runner's guard records it
+        assert all("model_for" in r["error"] and len(r["error"]) <= 300 for r in rd_records)
 
 
 async def test_the_shadow_circuit_breaker_skips_a_failing_engine(tmp_path: Path) -> None:
