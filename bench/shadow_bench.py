@@ -44,6 +44,7 @@ from typing import Any
 
 import httpx
 
+from contracts import vocab
 from core.stats import percentile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -332,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(python -c 'import bench.shadow_bench as b; print(b.__doc__)').")
     ap.add_argument("--load", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python",
                     help="load generator (default: wrk when installed, else the Python client)")
-    ap.add_argument("--shadow-engine", default="slm", choices=["slm", "deterministic", "openai"])
+    ap.add_argument("--shadow-engine", default="slm", choices=vocab.ENGINES)
     ap.add_argument("--concurrency", type=int, default=16, help="connections (wrk) or client tasks (python)")
     ap.add_argument("--seconds", type=float, default=8.0, help="wrk: seconds per phase")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: the other core is the server's)")

@@ -23,7 +23,9 @@ from engines.slm.engine import SlmEngine  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-N_TURNS = 40
+#: 12 turns spread over the corpora: every served document is checked, whatever the untrained model writes; more
+#: turns repeat the same checks at a cost of seconds each on a 2-core CPU (the suite must stay under 12 minutes)
+N_TURNS = 12
 MODEL_NAME = "smollm2-135m-instruct"
 
 
@@ -58,7 +60,7 @@ def test_engine_reports_adapter_model_and_grammars(engine):
     assert engine.describe()["ready"] is True
 
 
-def test_extract_40_turns_always_schema_valid(engine, records):
+def test_extract_turns_always_schema_valid(engine, records):
     runner = PassRunner({"slm": engine})
 
     async def run():
@@ -76,7 +78,7 @@ def test_extract_40_turns_always_schema_valid(engine, records):
     assert all(s.completion_tokens > 0 and s.time_to_first_token_s is not None for s in model_served)
 
 
-def test_render_40_turns_always_schema_valid(engine, records):
+def test_render_turns_always_schema_valid(engine, records):
     runner = PassRunner({"slm": engine})
 
     async def run():
@@ -143,7 +145,7 @@ def test_tiny_timeout_falls_back_and_frees_the_worker(engine, records):
 
 def test_concurrent_requests_are_served_in_order(engine, records):
     runner = PassRunner({"slm": engine})
-    batch = records[2:6]
+    batch = records[2:5]
 
     async def run():
         return await asyncio.gather(*(runner.extract(r["input"], "slm") for r in batch))
