@@ -1,4 +1,4 @@
-"""The extract pass output (contract.md sections 2.2, 3 and 4): one argument model per tool."""
+"""The extract pass output (docs/contract.md §2.2, §3 and §4): one argument model per tool."""
 
 from __future__ import annotations
 

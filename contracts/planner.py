@@ -1,4 +1,4 @@
-"""What the live planner sends, mapped onto the contract (``planner_io.md``; liberal in, strict out).
+"""What the live planner sends, mapped onto the contract (``docs/planner-input.md``; liberal in, strict out).
 
 Two inputs arrive in shapes the contract does not have:
 
@@ -810,7 +810,7 @@ def _party_usable(value: Any) -> bool:
         value.get("rooms") is None or is_count(value["rooms"]))
 
 
-#: slot key -> whether a value has the type contract.md section 7 gives it, for the keys whose value the
+#: slot key -> whether a value has the type docs/contract.md §7 gives it, for the keys whose value the
 #: passes copy into their output (other keys are read only for truthiness, or not at all)
 SLOT_VALUE_CHECKS: dict[str, Callable[[Any], bool]] = {
     "region": _region_usable,
@@ -831,7 +831,7 @@ def slot_value_usable(key: str, value: Any) -> bool:
 
 def usable_slot_state(slot_state: Any) -> dict[str, Any]:
     """The slot state as the oracle reads it: a value of a type it cannot use counts as absent, as an empty
-    value already does (contract.md section 7), so the output stays contract-valid whatever the slot state
+    value already does (docs/contract.md §7), so the output stays contract-valid whatever the slot state
     holds. Usable values (every labelled turn's) are kept unchanged; a non-object is ``{}``."""
     if not isinstance(slot_state, dict):
         return {}

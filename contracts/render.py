@@ -1,4 +1,4 @@
-"""The render pass output and the tool_summary that feeds it (contract.md sections 2.3 and 5)."""
+"""The render pass output and the tool_summary that feeds it (docs/contract.md §2.3 and §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The pass input: a planner turn (contract.md section 2.1), and the render request around it."""
+"""The pass input: a planner turn (docs/contract.md §2.1), and the render request around it."""
 
 from __future__ import annotations
 

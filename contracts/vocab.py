@@ -1,4 +1,4 @@
-"""The closed vocabularies of the contract (contract.md section 3), in canonical order."""
+"""The closed vocabularies of the contract (docs/contract.md §3), in canonical order."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ RETIRED_TOOLS: tuple[str, ...] = ("mcp/amadeus.search_hotels",)
 PASSES: tuple[str, ...] = ("extract", "render")
 ENGINES: tuple[str, ...] = ("deterministic", "slm", "openai")
 
-#: The eight fallback reasons of service.md section 4.
+#: The eight fallback reasons of docs/engines.md §5.
 FALLBACK_REASONS: tuple[str, ...] = (
     "error",
     "timeout",

@@ -1,4 +1,4 @@
-"""Pydantic v2 models of the widget envelope and the 27 widget payloads (contract.md section 6).
+"""Pydantic v2 models of the widget envelope and the 27 widget payloads (docs/contract.md §6).
 
 The models are hand-written equivalents of the draft-07 JSON Schemas in
 ``shared/reference/schemas/`` (``_envelope.schema.json`` and ``<widget_type>.schema.json``): the

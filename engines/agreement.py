@@ -1,7 +1,7 @@
 """Field-level agreement between two answers of the same pass.
 
 One code path: ``travel-slm eval`` metrics and shadow-record ``agreement`` fields both come from
-these functions (service.md sections 5 and 7).
+these functions (docs/shadow.md §5 and docs/evaluation.md §4).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every non-deterministic engine goes through :class:`PassRunner`. A pass falls back to the
 deterministic output on ``error``, ``timeout``, ``invalid_json``, ``schema_invalid``,
-``truncated``, ``out_of_vocab``, ``unavailable`` or ``circuit_open`` (service.md section 4), and a
+``truncated``, ``out_of_vocab``, ``unavailable`` or ``circuit_open`` (docs/engines.md §5), and a
 per-engine, per-pass circuit breaker skips an engine for a cooldown after consecutive failures.
 """
 

@@ -1,5 +1,5 @@
 """``travel-slm eval``: run an engine over labelled turns and report the metrics and gate of
-service.md section 7.
+docs/evaluation.md.
 
 Each engine is scored on its OWN answer for each pass (the default view, ``own``): a pass that
 fell back to the oracle (timeout, invalid output, open circuit...) scores as a miss on every field
@@ -34,7 +34,7 @@ VIEWS: dict[str, str] = {
     "served": "SERVED answers: the oracle's fallback substitutes are scored as if the engine had answered",
 }
 
-#: metric -> minimum value for the gate (service.md section 7).
+#: metric -> minimum value for the gate (docs/evaluation.md §6).
 GATE: dict[str, float] = {
     "tool_match": 0.98,
     "render_intent_match": 0.98,
@@ -355,7 +355,7 @@ def positive_int(value: str) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "eval",
-        help="score an engine over labelled turns (metrics and gate of service.md section 7)",
+        help="score an engine over labelled turns (metrics and gate of docs/evaluation.md)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Exit status: 0 gate passed, 1 gate failed, 2 usage error or engine failure. "

@@ -237,7 +237,7 @@ class GuardMiddleware:
         request_id = request_id or uuid.uuid4().hex
         is_pass = path in PASS_PATHS
         if is_pass and not json_typed:
-            # every body is JSON (service.md 2): parse it as such whatever the client labelled it
+            # every body is JSON (docs/api.md §1): parse it as such whatever the client labelled it
             scope["headers"] = [(k, v) for k, v in scope.get("headers", ()) if k != b"content-type"]
             scope["headers"].append((b"content-type", b"application/json"))
         ctx: dict[str, Any] = {"request_id": request_id, "pass": PASS_PATHS.get(path), "engine": None,

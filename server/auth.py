@@ -1,4 +1,4 @@
-"""Optional API key (service.md 2.4): ``Authorization: Bearer <key>``, compared in constant time.
+"""Optional API key (docs/api.md §6): ``Authorization: Bearer <key>``, compared in constant time.
 
 When ``TRAVEL_SLM_API_KEY`` is set every endpoint requires it except ``/healthz`` and ``/readyz``,
 ``/metrics`` unless ``metrics_require_key``, and the ``/dashboard`` page itself: a browser cannot send the

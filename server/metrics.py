@@ -1,4 +1,4 @@
-"""Prometheus metrics (service.md section 6), one registry per application, and the rolling windows of
+"""Prometheus metrics (docs/metrics.md), one registry per application, and the rolling windows of
 ``/v1/stats``.
 
 Every label value goes through a bounded set: passes, engines, adapters, outcomes, reasons, HTTP

@@ -1,4 +1,4 @@
-"""OpenAI-compatible endpoints (service.md 2.2): ``/v1/models`` and ``/v1/chat/completions``.
+"""OpenAI-compatible endpoints (docs/api.md §3): ``/v1/models`` and ``/v1/chat/completions``.
 
 ``model`` selects the pass (``travel-extract``, ``travel-render`` or a configured alias); the last
 ``user`` message's content is the pass input as JSON (a ``Turn`` for extract, ``{turn, extraction?,

@@ -1,4 +1,4 @@
-"""Operations endpoints (service.md 2.1 and 2.3): ``/healthz``, ``/readyz``, ``/metrics``, ``/version``."""
+"""Operations endpoints (docs/api.md §2 and §4): ``/healthz``, ``/readyz``, ``/metrics``, ``/version``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The planner endpoints (service.md 2.1): ``/extract``, ``/render`` and their RFC names
+"""The planner endpoints (docs/api.md §2): ``/extract``, ``/render`` and their RFC names
 ``/extract_turn``, ``/render_widget_chat`` (a trailing slash answers the same). What a pass endpoint does
 whatever API it speaks (engine, deadline, reading the planner's shapes, running the pass, shadow mode) is
 in :mod:`server.passes`; this module adds the planner's request and response bodies.

@@ -1,4 +1,4 @@
-"""The shadow report over HTTP (service.md section 5).
+"""The shadow report over HTTP (docs/shadow.md).
 
 ``GET /v1/shadow/report``: the shadow report as JSON (``?format=html``: the self-contained HTML page;
 ``?since=24h``; ``?min_turns=N``; ``?wait=true`` also waits for shadow runs in flight). The live figures
@@ -23,7 +23,7 @@ router.include_router(routes_stats.router)
 
 
 @router.get(
-    "/v1/shadow/report", summary="The shadow report of service.md section 5", response_model=None,
+    "/v1/shadow/report", summary="The shadow report of docs/shadow.md §8", response_model=None,
     tags=["operations"],
     responses={200: {"description": "The report: JSON by default, a self-contained page with ?format=html",
                      "content": {"application/json": {"schema": {"type": "object"}},

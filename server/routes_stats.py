@@ -1,4 +1,4 @@
-"""The server's live figures and the dashboard (service.md section 6).
+"""The server's live figures and the dashboard (docs/metrics.md).
 
 - ``GET /v1/stats``: the server's own figures: counts since start from the Prometheus registry of
   ``app.state.metrics`` (:meth:`server.metrics.Metrics.collect_stats`), rolling windows (1 min, 5 min, 1 h) and

@@ -1,4 +1,4 @@
-"""contracts/widgets.py is equivalent to the reference widget JSON Schemas (contract.md section 6).
+"""contracts/widgets.py is equivalent to the reference widget JSON Schemas (docs/contract.md §6).
 
 Every check runs the same document through both sides and compares the verdicts:
 
@@ -1018,7 +1018,7 @@ CORPUS_FILES = sorted(CORPORA_DIR.glob("*.labeled.jsonl"))
 
 def test_corpora_size() -> None:
     lines = sum(1 for path in CORPUS_FILES for line in path.read_text().splitlines() if line.strip())
-    assert lines == 4408, "contract.md documents 4,408 labelled lines"
+    assert lines == 4408, "docs/oracle.md §11: the corpora hold 4,408 labelled lines"
 
 
 @pytest.mark.parametrize("corpus", CORPUS_FILES, ids=lambda p: p.name.removesuffix(".labeled.jsonl"))

@@ -1,4 +1,4 @@
-"""The evaluation metrics (service.md section 7) on small made-up corpora with hand-computed values."""
+"""The evaluation metrics (docs/evaluation.md) on small made-up corpora with hand-computed values."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Every example starts from a realistic request (reference turns, widget submits and CTA clicks, the live
 planner's Firestore envelope, its ``tool_result`` for every provider and its live ``extract_turn`` shapes of
-``planner_io.md``) and puts an arbitrary or wrong-typed JSON value at one to three of its nested positions:
+``docs/planner-input.md``) and puts an arbitrary or wrong-typed JSON value at one to three of its nested positions:
 ``event_payload`` and the widget values in it, ``slot_state`` and its nested objects (region, dates, party,
 picked ids ...), ``tool_summary`` (``data.offers``, every card and card field), the render request's
 ``extraction`` and ``tool_summary``. The properties:
@@ -73,7 +73,7 @@ ACTS = "mcp/hotelbeds-activities.search_activities"
 XFER = "mcp/hotelbeds-transfers.search_transfers"
 
 PARIS = {"label": "Paris", "city_code": "PAR", "country_code": "FR", "kind": "city"}
-#: every slot the oracle reads, in the contract's types (contract.md section 7) and the planner's extras
+#: every slot the oracle reads, in the contract's types (docs/contract.md §7) and the planner's extras
 SLOTS: dict[str, Any] = {
     "region": PARIS, "region_label": "Paris", "check_in_date": "2026-10-10", "check_out_date": "2026-10-14",
     "nights": 4, "party": {"rooms": 1, "adults": 2, "children": [{"age": 7}]}, "places_seen": ["ChIJ_1"],
@@ -124,7 +124,7 @@ GROUPS = {"cheapest": {"offer_id": "off_1", "price": "412.60", "currency": "EUR"
 
 
 def tool_result(tool: str, key: str, cards: Any, **extra: Any) -> dict[str, Any]:
-    """The live planner's ``tool_result`` (planner_io.md 1.2): cards at the top level, no ``data``."""
+    """The live planner's ``tool_result`` (docs/planner-input.md §2): cards at the top level, no ``data``."""
     return {"call_id": "call_0123456789ab", "tool": tool, "ok": True, "isError": False,
             "response_summary": f"{tool} response", "response_excerpt": "{}", "raw_response": {"status": "ok"},
             key: cards, **extra}
@@ -147,7 +147,7 @@ TOOL_SUMMARIES: list[dict[str, Any]] = [
     {**tool_result(HOTELS, "hotels", []), "ok": False, "isError": True},
 ]
 
-#: live extract_turn outputs (planner_io.md 2): aliases, extra keys, null clears, bare intents ...
+#: live extract_turn outputs (docs/planner-input.md §3): aliases, extra keys, null clears, bare intents ...
 EXTRACTIONS: list[dict[str, Any]] = [
     {"slot_updates": {"region": PARIS, "check_in_date": "2026-10-10", "party": {"rooms": 1, "adults": 2,
                                                                                  "children": []}},

@@ -1,4 +1,4 @@
-"""``/metrics`` (service.md section 6): parsed with prometheus-client's parser; histograms move with traffic."""
+"""``/metrics`` (docs/metrics.md): parsed with prometheus-client's parser; histograms move with traffic."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible API (service.md 2.2) with the official ``openai`` client, unchanged but for base_url.
+"""The OpenAI-compatible API (docs/api.md §3) with the official ``openai`` client, unchanged but for base_url.
 
 Request bodies sent with httpx are built with the protocol models of :mod:`contracts.openai_api` (the routes
 validate with the same models); bodies that test the wire itself (invalid JSON, wrong types) stay hand-written.

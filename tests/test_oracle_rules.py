@@ -1,4 +1,4 @@
-"""Hand-written cases for every rule of oracle.md, including the ones no corpus label pins down."""
+"""Hand-written cases for every rule of docs/oracle.md, including the ones no corpus label pins down."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A harness that calls the server exactly as the live planner does (planner_io.md): the Firestore load
+"""A harness that calls the server exactly as the live planner does (docs/planner-input.md): the Firestore load
 envelope as slot_state, the planner's own ``tool_result`` (cards at the top level, no ``data``) for every
 provider and its failure cases, the live ``extract_turn`` output shapes, and the shadow step's two calls.
 

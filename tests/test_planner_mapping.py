@@ -1,4 +1,4 @@
-"""The mapping table of contracts.planner: one case per live planner shape (planner_io.md), each checked
+"""The mapping table of contracts.planner: one case per live planner shape (docs/planner-input.md), each checked
 for its contract output and the rule it reports; every rule of the table is exercised."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Bad input, limits, API key and readiness over a real server (service.md 2.3, 2.4): 400, 401, 413, 422, 503."""
+"""Bad input, limits, API key and readiness over a real server (docs/api.md §4 to §6): 400, 401, 413, 422, 503."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The planner endpoints over a real uvicorn server and a real HTTP client (service.md 2.1)."""
+"""The planner endpoints over a real uvicorn server and a real HTTP client (docs/api.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The deterministic oracle (oracle.md): rules as data in ``rules``, passes in ``extract`` and ``render``."""
+"""The deterministic oracle (docs/oracle.md): rules as data in ``rules``, passes in ``extract`` and ``render``."""
 
 from engines.deterministic.extract import extract
 from engines.deterministic.fixtures import fixture

@@ -1,4 +1,4 @@
-"""The oracle's extract pass (oracle.md sections 0-6): pure function, no I/O, no clock."""
+"""The oracle's extract pass (docs/oracle.md §0-§6): pure function, no I/O, no clock."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def _valid_child(child: dict[str, Any]) -> bool:
 
 def _submitted_updates(val: dict[str, Any]) -> dict[str, Any]:
     """The slot updates of a widget's submitted value. A value of the wrong type counts as absent: its
-    update is left out (the contract types of slot_updates, contract.md sections 2.2 and 7)."""
+    update is left out (the contract types of slot_updates, docs/contract.md §2.2 and §7)."""
     updates: dict[str, Any] = {}
     if "from" in val and "to" in val and is_real_date(val["from"]) and is_real_date(val["to"]):
         updates["check_in_date"] = val["from"]

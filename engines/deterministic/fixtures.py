@@ -1,4 +1,4 @@
-"""The deterministic tool_summary fixtures (oracle.md section 8)."""
+"""The deterministic tool_summary fixtures (docs/oracle.md §8)."""
 
 from __future__ import annotations
 

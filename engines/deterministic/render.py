@@ -1,4 +1,4 @@
-"""The oracle's render pass (oracle.md section 9) and the payload assembler it is built from.
+"""The oracle's render pass (docs/oracle.md §9) and the payload assembler it is built from.
 
 ``build_envelope`` is also the assembler of the slm engine's ``plan`` render mode: a model picks
 the bot message and the widget plan, and every payload is filled here from tool data and slots.
@@ -14,7 +14,7 @@ from engines.deterministic.extract import extract
 from engines.deterministic.fixtures import fixture, fixture_from_usable, offer
 
 #: Bot messages of the rows for data the fixtures never produce (the planner's activities, transfers and
-#: hotel booking cards); oracle.md section 9 has no row for them.
+#: hotel booking cards); docs/oracle.md §9 has no row for them.
 MSG_ACTIVITIES = "Here are activities you can add to the trip."
 MSG_TRANSFERS = "Here are transfer options for the trip."
 MSG_HOTEL_BOOKING = "Your hotel booking is confirmed."

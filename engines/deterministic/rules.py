@@ -1,4 +1,4 @@
-"""The oracle's rules as data (oracle.md sections 2, 4, 5, 6, 8 and 9), so they can be audited.
+"""The oracle's rules as data (docs/oracle.md §2, §4, §5, §6, §8 and §9), so they can be audited.
 
 Every keyword test is a plain, case-insensitive substring test on the payload text.
 """

@@ -1,4 +1,4 @@
-"""The oracle's tool requests as functions of the merged slot state (oracle.md section 6).
+"""The oracle's tool requests as functions of the merged slot state (docs/oracle.md §6).
 
 One place builds every tool request's arguments: the oracle's router (:mod:`.extract`) picks the
 tool, and so does the slm engine's ``plan`` extract mode (:mod:`engines.slm.extract_plan`), where a

@@ -1,4 +1,4 @@
-"""The shadow comparison record (service.md section 5): the answered live pass, what the shadow engine
+"""The shadow comparison record (docs/shadow.md): the answered live pass, what the shadow engine
 produced for it, and the stored form of the two side by side.
 
 :class:`ShadowComparison` is what :class:`~engines.shadow.runner.ShadowRunner` builds for every finished

@@ -1,4 +1,4 @@
-"""Redaction applied to every string of a shadow record before it is stored (service.md section 5).
+"""Redaction applied to every string of a shadow record before it is stored (docs/shadow.md).
 
 - e-mail addresses, internationalised ones included (``josé@bücher.de``, ``用户@例子.广告``, punycode
   top-level domains) -> ``[REDACTED_EMAIL]``

@@ -1,4 +1,4 @@
-"""The shadow report (service.md section 5): agreement per field, pass and class, latency, fallbacks,
+"""The shadow report (docs/shadow.md): agreement per field, pass and class, latency, fallbacks,
 drops, and the promotion gate. Output as a terminal table, JSON and a self-contained HTML page.
 
 Definitions (also in the README):
@@ -37,7 +37,7 @@ from engines.agreement import EXTRACT_FIELDS, FIELDS, RENDER_FIELDS
 if TYPE_CHECKING:
     from engines.shadow.store_base import StoreReader
 
-#: gate targets of service.md section 5 (value >= target)
+#: gate targets of docs/shadow.md §9 (value >= target)
 GATE_TARGETS: dict[str, float] = {
     "tool_match": 0.98,
     "render_intent_match": 0.98,

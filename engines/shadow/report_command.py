@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = shadow.add_subparsers(dest="shadow_command", metavar="SUBCOMMAND", required=True)
     p = sub.add_parser("report", help="agreement, latency, fallbacks, drops and the promotion gate",
                        description="Summarise the shadow store: agreement per field, pass and class, live and "
-                       "shadow latency p50/p95, fallbacks, drops and losses, and the gate of service.md section 5. "
+                       "shadow latency p50/p95, fallbacks, drops and losses, and the gate of docs/shadow.md §9. "
                        "Computed with SQL aggregates: memory does not grow with the number of records.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--store", default=None, help="store URL, sqlite:///path.db or postgresql://... (default: "

@@ -1,4 +1,4 @@
-"""Shadow execution (service.md section 5): run a candidate engine beside the live one, compare, store.
+"""Shadow execution (docs/shadow.md): run a candidate engine beside the live one, compare, store.
 
 The app calls :meth:`ShadowRunner.submit` after a live pass has been answered. ``submit`` is
 synchronous, cheap and never raises: it samples and starts a task. The in-flight limit applies when the
