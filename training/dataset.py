@@ -26,8 +26,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from contracts.planner import payload_text
 from contracts.vocab import CONTRACT_VERSION
-from engines.deterministic.extract import payload_text
 from training.progress import bar
 from training.synth import GENERATOR_VERSION, generate, turn_class
 
