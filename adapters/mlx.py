@@ -48,11 +48,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters.base import Adapter, AdapterUnavailableError, Generation, GenerationRequest
+from adapters.options import MlxOptions
 from adapters.xgrammar_support import GrammarStore, jump_forward_draft, require_xgrammar, tokenizer_info
 
 if TYPE_CHECKING:
     from adapters.models import ResolvedModel
-    from core.settings import SlmSettings
 
 log = logging.getLogger(__name__)
 
@@ -238,9 +238,11 @@ class MlxAdapter(Adapter):
 
     name = "mlx"
 
-    def __init__(self, model: ResolvedModel, settings: SlmSettings, *, jump_forward: bool | None = None) -> None:
+    def __init__(self, model: ResolvedModel, options: MlxOptions | None = None) -> None:
+        """``model``: the resolved model folder; ``options``: LoRAs, caches, jump-forward
+        (:class:`~adapters.options.MlxOptions`)."""
         self._model = model
-        self._settings = settings
+        self.options = options = options or MlxOptions()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._slots: dict[str | None, _Slot] = {}
         self._tokenizer: Any = None
@@ -250,9 +252,8 @@ class MlxAdapter(Adapter):
         self._bitmask: Any = None
         self._vocab_size = 0
         self._eos_ids: set[int] = set()
-        self._jump_forward_option = jump_forward
-        self.jump_forward = settings.jump_forward if jump_forward is None else jump_forward
-        self.prefix_cache = settings.prefix_cache
+        self.jump_forward = options.jump_forward
+        self.prefix_cache = options.prefix_cache
         self.device = "unknown"
         self.load_seconds: float | None = None
 
@@ -281,9 +282,7 @@ class MlxAdapter(Adapter):
         log.info("mlx adapter: loaded %s on %s in %.1f s", self._model.name, self.device, self.load_seconds)
 
     def _configured_loras(self) -> list[str]:
-        s = self._settings
-        return list(dict.fromkeys(str(Path(p).expanduser().resolve()) for p in (s.lora, s.lora_extract, s.lora_render)
-                                  if p))
+        return list(dict.fromkeys(str(Path(p).expanduser().resolve()) for p in self.options.loras if p))
 
     def _load_sync(self) -> None:
         import mlx.core as mx
@@ -291,11 +290,11 @@ class MlxAdapter(Adapter):
 
         self._xgr = require_xgrammar()
         self.device = str(mx.default_device())
-        if self._jump_forward_option is None and mx.default_device() == mx.cpu:
+        if not self.options.jump_forward_on_cpu and mx.default_device() == mx.cpu:
             # MLX's CPU matmul costs the same per row whatever the batch of rows (measured: 0.3 ms
             # per row for a 576x1536 projection at 1, 2, 4, 8 and 32 rows), so feeding forced
             # tokens in one step saves nothing there; Metal runs a short row batch for the
-            # price of one. Pass jump_forward=True to force it (e.g. to measure it).
+            # price of one. MlxOptions(jump_forward_on_cpu=True) forces it (e.g. to measure it).
             self.jump_forward = False
         model, tokenizer = load(str(self._model.path))
         hf = getattr(tokenizer, "_tokenizer", tokenizer)
@@ -327,7 +326,7 @@ class MlxAdapter(Adapter):
         if slot is None:
             from mlx_lm import load
 
-            adapter = mlx_adapter_folder(key, self._settings.cache_dir)  # type: ignore[arg-type]
+            adapter = mlx_adapter_folder(key, self.options.cache_dir)  # type: ignore[arg-type]
             model, _ = load(str(self._model.path), adapter_path=str(adapter))
             slot = self._slots[key] = _Slot(self._prepare_model(model))
             log.info("mlx adapter: loaded LoRA adapter %s", Path(adapter).name)

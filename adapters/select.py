@@ -1,4 +1,4 @@
-"""Pick and build the runtime adapter of the slm engine (service.md section 1).
+"""Pick and build the runtime adapter of the slm engine (service.md section 1) from its options.
 
 ``auto`` picks ``mlx`` on macOS-arm64 (when mlx-lm is installed), ``vllm`` when CUDA and vLLM
 are present, else ``transformers``. A named adapter whose runtime cannot load raises
@@ -13,12 +13,9 @@ import inspect
 import logging
 import platform
 import sys
-from typing import TYPE_CHECKING, Any
 
 from adapters.base import Adapter, AdapterUnavailableError
-
-if TYPE_CHECKING:
-    from core.settings import SlmSettings
+from adapters.options import AdapterOptions, TransformersOptions
 
 log = logging.getLogger(__name__)
 
@@ -78,31 +75,26 @@ def _adapter_class(module_name: str, adapter_name: str) -> type[Adapter]:
     raise AdapterUnavailableError(f"module {module_name} defines no Adapter named {adapter_name!r}")
 
 
-def build_adapter(settings: SlmSettings, **overrides: Any) -> Adapter:
-    """Build (not load) the adapter chosen by ``settings.adapter``.
+def build_adapter(options: AdapterOptions, *, requested: str | None = None) -> Adapter:
+    """Build (not load) the adapter ``options`` are for (:mod:`adapters.options`); ``requested``: the
+    adapter setting it was chosen from (``auto``), for the log line.
 
     Blocking: for vllm and mlx it resolves the model first (a GGUF conversion runs once, ~20 s).
     """
-    name = choose_adapter(settings.adapter)
+    name = options.name
     missing = missing_packages(name)
     if missing:
         raise AdapterUnavailableError(
             f"slm adapter {name!r} cannot load: missing Python package(s) {', '.join(repr(m) for m in missing)}"
         )
-    log.info("slm adapter: %s (requested %s)", name, settings.adapter)
-    if name == "transformers":
+    log.info("slm adapter: %s (requested %s)", name, requested or name)
+    if isinstance(options, TransformersOptions):
         from adapters.transformers import TransformersAdapter
 
-        return TransformersAdapter(
-            settings.model, device=settings.device, cache_dir=settings.cache_dir,
-            jump_forward=settings.jump_forward, prefix_cache=settings.prefix_cache,
-            quantize=settings.quantize, dtype="float32" if settings.dtype == "auto" else settings.dtype,
-            **overrides,
-        )
-    # vllm and mlx take the resolved model folder and the settings: ``cls(resolved, settings)``.
+        return TransformersAdapter(options)
+    # vllm and mlx take the resolved model folder and their options: ``cls(resolved, options)``.
     from adapters.models import resolve_model
 
     cls = _adapter_class(f"adapters.{name}", name)
-    resolved = resolve_model(settings.model, settings.cache_dir)
-    return cls(resolved, settings, **overrides)  # type: ignore[call-arg]
-
+    resolved = resolve_model(options.model, options.cache_dir)
+    return cls(resolved, options)  # type: ignore[call-arg]

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.base import Adapter, AdapterUnavailableError, Generation, GenerationRequest
+from adapters.options import TransformersOptions
 from adapters.xgrammar_support import GrammarStore, jump_forward_draft, require_xgrammar, tokenizer_info
 
 log = logging.getLogger(__name__)
@@ -110,28 +111,10 @@ def merge_lora_into(model: Any, folder: str) -> Any:
 class TransformersAdapter(Adapter):
     name = "transformers"
 
-    def __init__(
-        self,
-        model: str = "bundled",
-        *,
-        device: str = "auto",
-        cache_dir: Path | str | None = None,
-        jump_forward: bool = True,
-        jump_forward_mode: str = "verify",
-        prefix_cache: bool = True,
-        num_threads: int | None = None,
-        dtype: str = "float32",
-        attn_implementation: str | None = "eager",
-        quantize: str = "none",
-        preloaded: tuple[Any, Any] | None = None,
-        model_name: str | None = None,
-        merge_lora: str | None = None,
-    ) -> None:
-        """``preloaded=(model, tokenizer)`` skips resolution/loading (tests on a tiny model).
-
-        ``jump_forward_mode``: ``verify`` (default) commits a forced token only when it is also the
-        masked greedy choice, so the output equals plain greedy decoding; ``force`` commits the
-        grammar's own tokenization of the forced string (fewer model steps, output may differ).
+    def __init__(self, options: TransformersOptions | None = None, *,
+                 preloaded: tuple[Any, Any] | None = None) -> None:
+        """``options``: what to load and how to decode (:class:`~adapters.options.TransformersOptions`);
+        ``preloaded=(model, tokenizer)`` skips resolution/loading (tests on a tiny model).
 
         ``quantize="int8"``: on CPU, the ``nn.Linear`` weights (projections and the LM head) become
         dynamic int8 (``torch.ao.quantization.quantize_dynamic``). A one-token decode step reads
@@ -144,24 +127,22 @@ class TransformersAdapter(Adapter):
         ``merge_lora``: a PEFT LoRA folder merged into the weights at load (a trained model package
         served on both passes): decode steps then cost what the base model's cost.
         """
-        if quantize not in ("none", "int8"):
-            raise ValueError("quantize must be 'none' or 'int8'")
-        self.quantize = quantize
-        self.model_spec = model
-        self.device_setting = device
-        self.cache_dir = cache_dir
-        self.jump_forward = jump_forward
-        if jump_forward_mode not in ("verify", "force"):
-            raise ValueError("jump_forward_mode must be 'verify' or 'force'")
-        self.jump_forward_mode = jump_forward_mode
-        self.prefix_cache = prefix_cache
-        self.num_threads = num_threads
-        self.dtype_name = dtype
-        self.attn_implementation = attn_implementation
+        options = options or TransformersOptions()
+        self.options = options
+        self.quantize = options.quantize
+        self.model_spec = options.model
+        self.device_setting = options.device
+        self.cache_dir = options.cache_dir
+        self.jump_forward = options.jump_forward
+        self.jump_forward_mode = options.jump_forward_mode
+        self.prefix_cache = options.prefix_cache
+        self.num_threads = options.num_threads
+        self.dtype_name = options.dtype
+        self.attn_implementation = options.attn_implementation
         self._preloaded = preloaded
-        self._name_override = model_name
-        self._model_name = model_name or ("preloaded" if preloaded else "unloaded")
-        self.merge_lora = merge_lora
+        self._name_override = options.model_name
+        self._model_name = options.model_name or ("preloaded" if preloaded else "unloaded")
+        self.merge_lora = options.merge_lora
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="slm-transformers")
         self.model: Any = None
         self.tokenizer: Any = None

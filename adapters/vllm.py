@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters.base import Adapter, AdapterUnavailableError, Generation, GenerationRequest
+from adapters.options import VllmOptions
 
 if TYPE_CHECKING:
     from adapters.models import ResolvedModel
-    from core.settings import SlmSettings
 
 log = logging.getLogger(__name__)
 
@@ -84,20 +84,14 @@ class VllmAdapter(Adapter):
 
     name = "vllm"
 
-    def __init__(
-        self,
-        model: ResolvedModel,
-        settings: SlmSettings,
-        *,
-        max_model_len: int | None = 4096,
-        gpu_memory_utilization: float | None = None,
-        engine_kwargs: dict[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, model: ResolvedModel, options: VllmOptions | None = None) -> None:
+        """``model``: the resolved model folder; ``options``: LoRAs, batch, prefix caching, engine arguments
+        (:class:`~adapters.options.VllmOptions`)."""
         self._model = model
-        self._settings = settings
-        self._max_model_len = max_model_len
-        self._gpu_memory_utilization = gpu_memory_utilization
-        self._engine_kwargs = dict(engine_kwargs or {})
+        self.options = options = options or VllmOptions()
+        self._max_model_len = options.max_model_len
+        self._gpu_memory_utilization = options.gpu_memory_utilization
+        self._engine_kwargs = dict(options.engine_kwargs)
         self._engine: Any = None
         self._tokenizer: Any = None
         self._schemas: dict[str, str] = {}
@@ -117,9 +111,8 @@ class VllmAdapter(Adapter):
         return self._model.name
 
     def _configured_loras(self) -> list[str]:
-        s = self._settings
         seen: dict[str, None] = {}
-        for path in (s.lora, s.lora_extract, s.lora_render):
+        for path in self.options.loras:
             if path:
                 seen.setdefault(str(Path(path).expanduser().resolve()), None)
         return list(seen)
@@ -134,8 +127,8 @@ class VllmAdapter(Adapter):
             "tokenizer": str(self._model.path),
             "served_model_name": self._model.name,
             "dtype": self._dtype(),
-            "max_num_seqs": max(1, self._settings.max_batch),
-            "enable_prefix_caching": self._settings.prefix_cache,
+            "max_num_seqs": max(1, self.options.max_batch),
+            "enable_prefix_caching": self.options.prefix_cache,
             "structured_outputs_config": StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
             "disable_log_stats": True,
             "seed": 0,

@@ -8,6 +8,7 @@ them). The model loads once per module. MLX's CPU backend is slow on this 2-core
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 
@@ -35,10 +36,11 @@ def mlx_env():
     from adapters.mlx import MlxAdapter
     from adapters.models import resolve_model
     from core.settings import SlmSettings
+    from engines.slm.engine import adapter_options_for
 
     settings = SlmSettings(adapter="mlx", model="bundled", max_new_tokens_extract=48, max_new_tokens_render=48)
     loop = asyncio.new_event_loop()
-    adapter = MlxAdapter(resolve_model("bundled"), settings)
+    adapter = MlxAdapter(resolve_model("bundled"), adapter_options_for(settings))
     started = time.perf_counter()
     loop.run_until_complete(adapter.load())
     compile_s = loop.run_until_complete(adapter.prepare({"extract": EXTRACT_SCHEMA}))
@@ -124,7 +126,7 @@ def test_mlx_peft_lora_is_converted_and_loaded(mlx_env, tmp_path):
     mx.save_safetensors(str(lora / "adapter_model.safetensors"), weights)
     (lora / "adapter_config.json").write_text(json.dumps(
         {"peft_type": "LORA", "r": rank, "lora_alpha": 8, "target_modules": ["q_proj"]}))
-    adapter._settings = adapter._settings.model_copy(update={"cache_dir": tmp_path / "cache"})
+    adapter.options = dataclasses.replace(adapter.options, cache_dir=tmp_path / "cache")
     # A short prompt: the LoRA slot is a second model copy with its own (cold) KV cache, and MLX's
     # CPU prefill of the ~900-token system prompt alone takes ~40 s here.
     messages = [{"role": "user", "content": 'Trip to Rome, 2 adults. Answer {"slot_updates":...}'}]

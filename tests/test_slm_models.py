@@ -13,6 +13,7 @@ from adapters import models
 from adapters.base import AdapterUnavailableError
 from adapters.select import build_adapter, choose_adapter, missing_packages
 from core.settings import SlmSettings
+from engines.slm.engine import adapter_options_for
 from tests.conftest_slm import REPO
 
 
@@ -75,9 +76,9 @@ def test_select_auto_and_missing_packages(monkeypatch):
     _hide(monkeypatch, "vllm", "mlx", "mlx_lm")
     assert choose_adapter("auto") == "transformers"
     with pytest.raises(AdapterUnavailableError, match="vllm"):
-        build_adapter(SlmSettings(adapter="vllm", model="bundled"))
+        build_adapter(adapter_options_for(SlmSettings(adapter="vllm", model="bundled")))
     with pytest.raises(AdapterUnavailableError, match="mlx"):
-        build_adapter(SlmSettings(adapter="mlx", model="bundled"))
+        build_adapter(adapter_options_for(SlmSettings(adapter="mlx", model="bundled")))
     assert "mlx-lm" in missing_packages("mlx")
 
 

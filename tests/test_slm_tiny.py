@@ -16,6 +16,7 @@ from tests.conftest_slm import load_corpus_records, require_bundled, spread, tin
 require_bundled()
 
 from adapters.base import AdapterUnavailableError, GenerationRequest  # noqa: E402
+from adapters.options import TransformersOptions  # noqa: E402
 from adapters.transformers import TransformersAdapter  # noqa: E402
 from contracts.extract import ExtractOutput  # noqa: E402
 from contracts.validation import extract_errors, render_errors  # noqa: E402
@@ -38,7 +39,7 @@ def turns() -> list[dict]:
 
 
 def _adapter(tiny, **kwargs) -> TransformersAdapter:
-    adapter = TransformersAdapter(preloaded=tiny, model_name="tiny", **kwargs)
+    adapter = TransformersAdapter(TransformersOptions(model_name="tiny", **kwargs), preloaded=tiny)
     asyncio.run(_prepare(adapter, "plan"))
     return adapter
 
@@ -59,7 +60,7 @@ def _requests(record: dict) -> list[GenerationRequest]:
 
 
 def test_grammars_compile_for_both_render_modes(tiny):
-    adapter = TransformersAdapter(preloaded=tiny, model_name="tiny")
+    adapter = TransformersAdapter(TransformersOptions(model_name="tiny"), preloaded=tiny)
     seconds = asyncio.run(_prepare(adapter, "full"))
     assert set(seconds) == {grammars.EXTRACT, grammars.RENDER_FULL}
     seconds.update(asyncio.run(adapter.prepare(grammars.schema_texts("plan"))))
@@ -216,7 +217,7 @@ def test_lora_without_peft_is_a_clear_error(tiny, turns, monkeypatch, tmp_path):
 
 
 def _engine(tiny, **settings) -> SlmEngine:
-    adapter = TransformersAdapter(preloaded=tiny, model_name="tiny")
+    adapter = TransformersAdapter(TransformersOptions(model_name="tiny"), preloaded=tiny)
     return SlmEngine(SlmSettings(adapter="transformers", model="bundled", **settings), adapter=adapter)
 
 
@@ -289,7 +290,7 @@ def test_quantize_settings():
     with pytest.raises(ValueError, match="LoRA"):
         SlmSettings(quantize="int8", lora_render="/x")
     with pytest.raises(ValueError):
-        TransformersAdapter(quantize="int4")
+        TransformersOptions(quantize="int4")  # type: ignore[arg-type]
 
 
 def test_grammars_state_what_xgrammar_enforces():

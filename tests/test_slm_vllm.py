@@ -162,10 +162,11 @@ def vllm_env():
     from adapters.models import resolve_model
     from adapters.vllm import VllmAdapter
     from core.settings import SlmSettings
+    from engines.slm.engine import adapter_options_for
 
     settings = SlmSettings(adapter="vllm", model="bundled")
     loop = asyncio.new_event_loop()
-    adapter = VllmAdapter(resolve_model("bundled"), settings)
+    adapter = VllmAdapter(resolve_model("bundled"), adapter_options_for(settings))
     started = time.perf_counter()
     loop.run_until_complete(adapter.load())
     compile_s = loop.run_until_complete(adapter.prepare({"extract": EXTRACT_SCHEMA}))

@@ -26,6 +26,7 @@ from tests.conftest_slm import require_bundled, tiny_model
 
 require_bundled()
 
+from adapters.options import TransformersOptions  # noqa: E402
 from adapters.transformers import TransformersAdapter  # noqa: E402
 from core.settings import load_settings  # noqa: E402
 from engines.slm.engine import STEPS, SlmEngine  # noqa: E402
@@ -109,7 +110,7 @@ def test_readyz_is_503_with_the_step_during_warm_up_and_200_once_warm(
     caplog.set_level(logging.INFO, logger="travel_slm.slm")
     model, tokenizer = tiny_model(seed=1)
     gate = Gate(model)
-    adapter = TransformersAdapter(preloaded=(model, tokenizer), model_name="tiny")
+    adapter = TransformersAdapter(TransformersOptions(model_name="tiny"), preloaded=(model, tokenizer))
     settings = _settings(model="bundled")
     url = serve(create_app(settings, engines={"slm": SlmEngine(settings.slm, adapter=adapter)}))
 
@@ -162,7 +163,7 @@ def test_readyz_is_503_with_the_step_during_warm_up_and_200_once_warm(
 
 def test_warmup_off_leaves_the_caches_to_the_first_request(serve: Any) -> None:
     """``slm.warmup = false``: ready after the grammars; the first request builds the prefix cache (the old way)."""
-    adapter = TransformersAdapter(preloaded=tiny_model(seed=1), model_name="tiny")
+    adapter = TransformersAdapter(TransformersOptions(model_name="tiny"), preloaded=tiny_model(seed=1))
     settings = _settings(model="bundled", warmup=False)
     url = serve(create_app(settings, engines={"slm": SlmEngine(settings.slm, adapter=adapter)}))
     assert _wait_ready(url)["steps"] == {"slm": "ready"}

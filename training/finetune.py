@@ -116,6 +116,7 @@ def constrained_exact(model: Any, tokenizer: Any, records: list[dict[str, Any]])
     render: the decoded render plan equals the labelled plan.
     """
     from adapters.base import GenerationRequest
+    from adapters.options import TransformersOptions
     from adapters.transformers import TransformersAdapter
     from contracts.turn import Turn
     from engines.slm import grammars
@@ -126,7 +127,8 @@ def constrained_exact(model: Any, tokenizer: Any, records: list[dict[str, Any]])
     merged = hasattr(model, "merge_adapter")
     if merged:  # decode on merged weights (as served); unmerged afterwards to go on training
         model.merge_adapter()
-    adapter = TransformersAdapter(preloaded=(model, tokenizer), prefix_cache=False, num_threads=os.cpu_count())
+    adapter = TransformersAdapter(TransformersOptions(prefix_cache=False, num_threads=os.cpu_count()),
+                                  preloaded=(model, tokenizer))
 
     async def run() -> dict[str, float]:
         await adapter.load()

@@ -21,6 +21,7 @@ model writes whole envelopes under the typed-envelope grammar.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -31,6 +32,7 @@ from pydantic import ValidationError
 
 from adapters.base import Adapter, AdapterUnavailableError, Generation, GenerationRequest
 from adapters.models import ModelPackage, model_package
+from adapters.options import AdapterOptions, MlxOptions, TransformersOptions, VllmOptions
 from engines.base import Engine, EngineError, PassOutput
 from engines.slm import extract_plan, grammars, prompts
 
@@ -83,14 +85,43 @@ def effective_settings(settings: SlmSettings, package: ModelPackage | None) -> S
     return settings.model_copy(update=update)
 
 
+def adapter_options_for(settings: SlmSettings, **overrides: Any) -> AdapterOptions:
+    """The options of the adapter ``settings.adapter`` picks (:func:`adapters.select.choose_adapter`: ``auto``
+    may probe CUDA, so call it off the event loop), from ``settings``; ``overrides`` replace option fields
+    (benchmarks: ``num_threads``; a LoRA package on transformers: ``merge_lora``, ``model_name``).
+
+    The adapters never read the settings: this is the one place that maps them.
+    """
+    from adapters.select import choose_adapter
+
+    name = choose_adapter(settings.adapter)
+    options: AdapterOptions
+    if name == "transformers":  # per-request LoRAs load lazily (load_lora): they are not options here
+        options = TransformersOptions(
+            model=settings.model, device=settings.device, cache_dir=settings.cache_dir,
+            jump_forward=settings.jump_forward, prefix_cache=settings.prefix_cache, quantize=settings.quantize,
+            dtype="float32" if settings.dtype == "auto" else settings.dtype,
+        )
+    else:
+        loras = tuple(p for p in (settings.lora, settings.lora_extract, settings.lora_render) if p)
+        if name == "vllm":
+            options = VllmOptions(model=settings.model, cache_dir=settings.cache_dir, loras=loras,
+                                  max_batch=settings.max_batch, prefix_cache=settings.prefix_cache)
+        else:
+            options = MlxOptions(model=settings.model, cache_dir=settings.cache_dir, loras=loras,
+                                 jump_forward=settings.jump_forward, prefix_cache=settings.prefix_cache)
+    return dataclasses.replace(options, **overrides)
+
+
 class SlmEngine(Engine):
     name: ClassVar[str] = "slm"
     constrained = True
 
     def __init__(self, settings: SlmSettings, adapter: Adapter | None = None,
                  adapter_options: dict[str, Any] | None = None) -> None:
-        """``adapter``: a ready adapter (tests); ``adapter_options``: extra keyword arguments for the one
-        :func:`adapters.select.build_adapter` builds (benchmarks: ``num_threads``)."""
+        """``adapter``: a ready adapter (tests); ``adapter_options``: option fields that replace the ones the
+        settings give the adapter :func:`adapters.select.build_adapter` builds (:func:`adapter_options_for`;
+        benchmarks: ``num_threads``)."""
         self._adapter_options = dict(adapter_options or {})
         self._package_error: str | None = None
         self.package = None
@@ -145,10 +176,8 @@ class SlmEngine(Engine):
                     raise StartupError(f"unavailable: {self._package_error}")
                 self._check_lora_folders()
                 if self._adapter is None:
-                    from adapters.select import build_adapter
-
                     self._enter("building adapter")
-                    self._adapter = await asyncio.to_thread(build_adapter, self.settings, **self._adapter_overrides())
+                    self._adapter = await asyncio.to_thread(self._build_adapter, self._adapter_overrides())
                 self.adapter = self._adapter.name
                 merged = getattr(self._adapter, "merge_lora", None)
                 detail = f"{self.settings.model!r} on adapter {self.adapter}" + (
@@ -269,6 +298,12 @@ class SlmEngine(Engine):
             if key in out.extra:
                 figures[key] = out.extra[key]
         return figures
+
+    def _build_adapter(self, overrides: dict[str, Any]) -> Adapter:
+        """Blocking (a worker thread): pick the adapter, map the settings to its options, build it."""
+        from adapters.select import build_adapter
+
+        return build_adapter(adapter_options_for(self.settings, **overrides), requested=self.settings.adapter)
 
     def _adapter_overrides(self) -> dict[str, Any]:
         """A LoRA package on transformers: merge the adapter into the weights at load (no per-step cost)."""
