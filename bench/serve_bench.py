@@ -23,23 +23,21 @@ import argparse
 import json
 import os
 import platform
-import resource
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from bench import wrk
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CORPORA = REPO.parent / "shared" / "reference" / "corpora"
@@ -72,12 +70,6 @@ def _serve_echo(port: int, log_level: str) -> int:
     return 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def _process(argv: list[str], port: int, env: dict[str, str]) -> Iterator[tuple[str, int]]:
     base = f"http://127.0.0.1:{port}"
@@ -97,25 +89,24 @@ def _process(argv: list[str], port: int, env: dict[str, str]) -> Iterator[tuple[
             time.sleep(0.05)
         yield base, proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        wrk.stop(proc, 15)
 
 
-def load_bodies(corpora: Path, limit: int | None) -> dict[str, list[bytes]]:
-    """Request bodies per endpoint from the labelled corpora (read at run time)."""
+def reference_records(files: Iterable[str | Path], limit: int | None) -> list[dict[str, Any]]:
+    """The labelled records of ``files`` (read at run time), ``limit`` of them spread evenly (all when None)."""
     records: list[dict[str, Any]] = []
-    for path in sorted(corpora.glob("*.labeled.jsonl")):
-        with path.open(encoding="utf-8") as handle:
+    for path in files:
+        with open(path, encoding="utf-8") as handle:
             records.extend(json.loads(line) for line in handle if line.strip())
-    if not records:
-        raise SystemExit(f"serve_bench: no *.labeled.jsonl under {corpora}")
     if limit:
         step = max(1, len(records) // limit)
         records = records[::step][:limit]
+    return records
+
+
+def request_bodies(records: list[dict[str, Any]]) -> dict[str, list[bytes]]:
+    """Request bodies per endpoint, one per record: its turn to ``/extract``, its turn and labelled extraction to
+    ``/render`` (as the planner's shadow step sends them)."""
     return {
         "/extract": [json.dumps({"turn": r["input"]}).encode() for r in records],
         "/render": [json.dumps({"turn": r["input"], "extraction": r["expected"]["extract"]}).encode()
@@ -123,33 +114,12 @@ def load_bodies(corpora: Path, limit: int | None) -> dict[str, list[bytes]]:
     }
 
 
-#: wrk's Lua script: each thread reads the bodies (one JSON document a line, the file named after ``--``),
-#: cycles through them, and ``done`` prints the summary as one JSON line that :func:`run_wrk` parses.
-WRK_SCRIPT = r"""
-local bodies = {}
-local index = 0
-local headers = {["Content-Type"] = "application/json"}
-
-init = function(args)
-  for line in io.lines(args[1]) do
-    bodies[#bodies + 1] = line
-  end
-end
-
-request = function()
-  index = index % #bodies + 1
-  return wrk.format("POST", nil, headers, bodies[index])
-end
-
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRK_JSON {"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, "status": %d, ' ..
-    '"timeout": %d, "p50_us": %d, "p95_us": %d, "p99_us": %d}\n',
-    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
-end
-"""
+def load_bodies(corpora: Path, limit: int | None) -> dict[str, list[bytes]]:
+    """Request bodies per endpoint from the labelled corpora under the folder ``corpora``."""
+    records = reference_records(sorted(corpora.glob("*.labeled.jsonl")), limit)
+    if not records:
+        raise SystemExit(f"serve_bench: no *.labeled.jsonl under {corpora}")
+    return request_bodies(records)
 
 
 @dataclass
@@ -172,49 +142,14 @@ class Result:
     client_cores: float
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and all its children (uvicorn workers included)."""
-    proc = psutil.Process(pid)
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            times = p.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
-
-
-def wrk_binary() -> str:
-    found = shutil.which("wrk")
-    if found is None:
-        raise SystemExit("serve_bench: wrk is not installed (Debian/Ubuntu: apt-get install wrk; macOS: brew install wrk)")
-    return found
-
-
-def run_wrk(url: str, bodies_file: Path, script: Path, concurrency: int, threads: int, seconds: float) -> dict[str, Any]:
-    """One wrk run; returns its summary and the CPU seconds wrk used (from this process's children rusage)."""
-    argv = [wrk_binary(), "-t", str(max(1, min(threads, concurrency))), "-c", str(concurrency),
-            "-d", f"{max(1, round(seconds))}s", "--timeout", "30s", "-s", str(script), url, "--", str(bodies_file)]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {(done.stderr or done.stdout)[-1000:]}")
-    summary: dict[str, Any] = json.loads(line.removeprefix("WRK_JSON "))
-    summary["client_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return summary
-
-
 def measure(target: str, base: str, pid: int, endpoint: str, bodies_file: Path, script: Path, concurrency: int,
             threads: int, seconds: float) -> Result:
-    cpu_before = _cpu_seconds(pid)
-    summary = run_wrk(base + endpoint, bodies_file, script, concurrency, threads, seconds)
-    cpu = _cpu_seconds(pid) - cpu_before
+    cpu_before = wrk.cpu_seconds(pid)
+    summary = wrk.run_wrk(base + endpoint, bodies_file, script, concurrency, threads, seconds)
+    cpu = wrk.cpu_seconds(pid) - cpu_before
     elapsed = summary["duration_us"] / 1e6
     n = int(summary["requests"])
-    errors = sum(int(summary[k]) for k in ("connect", "read", "write", "status", "timeout"))
+    errors = wrk.errors(summary)
     ms = lambda us: round(us / 1000.0, 3) if n else None  # noqa: E731
     return Result(target, endpoint, concurrency, n, errors, round(elapsed, 3),
                   ms(summary["p50_us"]), ms(summary["p95_us"]), ms(summary["p99_us"]),
@@ -294,13 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.serve_echo:
         return _serve_echo(args.serve_echo, args.server_log_level)
-    wrk_binary()
+    wrk.wrk_binary()
     levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
     endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
     bodies = load_bodies(args.corpora, args.turns)
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("TRAVEL_SLM_API_KEY", None)
-    server_port, echo_port = _free_port(), _free_port()
+    server_port, echo_port = wrk.free_port(), wrk.free_port()
     server_argv = [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(server_port),
                    "--engine", "deterministic", "--log-level", args.server_log_level]
     if args.workers > 1:
@@ -316,15 +251,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp, \
             _process(server_argv, server_port, env) as (server, server_pid), \
             _process(echo_argv, echo_port, env) as (echo, echo_pid):
-        script = Path(tmp) / "bodies.lua"
-        script.write_text(WRK_SCRIPT, encoding="utf-8")
+        script = wrk.write_script(Path(tmp))
         files: dict[str, Path] = {}
         for endpoint in endpoints:
             files[endpoint] = Path(tmp) / (endpoint.strip("/") + ".jsonl")
             files[endpoint].write_bytes(b"\n".join(bodies[endpoint]) + b"\n")
         for base in (server, echo):  # warm both (imports, first-request paths); not measured
             for endpoint in endpoints:
-                run_wrk(base + endpoint, files[endpoint], script, 4, 1, 1)
+                wrk.run_wrk(base + endpoint, files[endpoint], script, 4, 1, 1)
         for conc in levels:
             for endpoint in endpoints:
                 for target, base, pid in (("server", server, server_pid), ("echo", echo, echo_pid)):

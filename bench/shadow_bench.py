@@ -35,7 +35,6 @@ import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -44,6 +43,8 @@ from typing import Any
 
 import httpx
 
+from bench import wrk
+from bench.serve_bench import ENDPOINTS, reference_records, request_bodies
 from contracts import vocab
 from core.stats import percentile
 
@@ -51,18 +52,12 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = str(REPO.parent / "shared" / "reference" / "corpora" / "*.labeled.jsonl")
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     """``travel-slm serve`` from ``repo`` (this checkout, or a baseline one) in a child process."""
 
     def __init__(self, name: str, env: dict[str, str], log_dir: Path, repo: Path = REPO) -> None:
         self.name = name
-        self.port = _port()
+        self.port = wrk.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"{name}.log"
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("TRAVEL_SLM_")}
@@ -87,25 +82,20 @@ class Server:
         raise TimeoutError(f"{self.name} server did not start in {timeout:.0f} s")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        wrk.stop(self.proc, 30)
         self._log.close()
 
 
 def load_turns(pattern: str, limit: int) -> list[dict[str, Any]]:
-    turns: list[dict[str, Any]] = []
-    for path in sorted(glob.glob(pattern)):
-        with open(path, encoding="utf-8") as handle:
-            turns += [json.loads(line)["input"] for line in handle if line.strip()]
-    if not turns:
+    """The turns of ``limit`` reference records spread evenly over the files matching ``pattern``."""
+    return [r["input"] for r in _records(pattern, limit)]
+
+
+def _records(pattern: str, limit: int) -> list[dict[str, Any]]:
+    records = reference_records(sorted(glob.glob(pattern)), limit)
+    if not records:
         raise SystemExit(f"no reference turns under {pattern}")
-    step = max(1, len(turns) // limit)
-    return turns[::step][:limit]
+    return records
 
 
 async def phase(url: str, turns: list[dict[str, Any]], requests: int, concurrency: int
@@ -158,36 +148,6 @@ def summary(values: list[float]) -> dict[str, Any]:
             "mean_ms": (sum(values) / len(values)) if values else None}
 
 
-WRK_SCRIPT = r"""
-local items = {}
-local index = 0
-local headers = {["Content-Type"] = "application/json"}
-
-init = function(args)
-  for line in io.lines(args[1]) do
-    local tab = line:find("\t", 1, true)
-    items[#items + 1] = {line:sub(1, tab - 1), line:sub(tab + 1)}
-  end
-end
-
-request = function()
-  index = index % #items + 1
-  return wrk.format("POST", items[index][1], headers, items[index][2])
-end
-
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRK_JSON {"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, "status": %d, ' ..
-    '"timeout": %d, "p50_us": %d, "p95_us": %d, "p99_us": %d}\n',
-    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
-end
-"""
-"""wrk's Lua script: each line of the file named after ``--`` is ``PATH<TAB>BODY``; requests cycle through
-them (extract and render alternately); ``done`` prints the summary line that ``serve_bench.run_wrk`` parses."""
-
-
 def shadow_env(args: argparse.Namespace, work: Path, name: str) -> dict[str, str]:
     env = {"TRAVEL_SLM_SHADOW__ENABLED": "true", "TRAVEL_SLM_SHADOW__ENGINE": args.shadow_engine,
            "TRAVEL_SLM_SHADOW__STORE": args.store or f"sqlite:///{work}/{name}.db"}
@@ -197,20 +157,11 @@ def shadow_env(args: argparse.Namespace, work: Path, name: str) -> dict[str, str
 
 
 def request_lines(pattern: str, limit: int) -> list[str]:
-    """``PATH<TAB>BODY`` lines: an extract and a render (with the labelled extraction) per reference turn."""
-    lines: list[str] = []
-    for path in sorted(glob.glob(pattern)):
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    r = json.loads(line)
-                    lines.append("/extract\t" + json.dumps({"turn": r["input"]}))
-                    lines.append("/render\t" + json.dumps({"turn": r["input"], "extraction": r["expected"]["extract"]}))
-    if not lines:
-        raise SystemExit(f"no reference turns under {pattern}")
-    pairs = [lines[i:i + 2] for i in range(0, len(lines), 2)]
-    step = max(1, len(pairs) // limit)
-    return [x for pair in pairs[::step][:limit] for x in pair]
+    """``PATH<TAB>BODY`` lines (:data:`bench.wrk.WRK_SCRIPT`): an extract and a render (with the labelled
+    extraction) per reference turn, extract and render alternately."""
+    bodies = request_bodies(_records(pattern, limit))
+    return [f"{path}\t{body.decode()}" for pair in zip(*(bodies[p] for p in ENDPOINTS), strict=True)
+            for path, body in zip(ENDPOINTS, pair, strict=True)]
 
 
 SHADOW_KEYS = ("submitted", "compared", "fell_back", "dropped", "store_written", "store_lost", "store_overflowed")
@@ -225,15 +176,12 @@ def run_wrk_mode(args: argparse.Namespace) -> int:
     """The wrk mode: throughput, latency, server CPU per request and shadow drop rates per server."""
     import tempfile
 
-    from bench.serve_bench import _cpu_seconds, run_wrk, wrk_binary
-
-    wrk_binary()
+    wrk.wrk_binary()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="shadow-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     bodies = work / "requests.tsv"
     bodies.write_text("\n".join(request_lines(args.corpus, args.turns)) + "\n", encoding="utf-8")
-    script = work / "requests.lua"
-    script.write_text(WRK_SCRIPT, encoding="utf-8")
+    script = wrk.write_script(work)
     extra = dict(kv.split("=", 1) for kv in args.env)
     servers = [Server("off", {**extra, "TRAVEL_SLM_SHADOW__ENABLED": "false"}, work),
                Server("on", {**extra, **shadow_env(args, work, "on")}, work)]
@@ -248,21 +196,21 @@ def run_wrk_mode(args: argparse.Namespace) -> int:
         for server in servers:
             server.wait_ready(args.start_timeout)
         for server in servers:  # warm-up, not measured
-            run_wrk(server.url, bodies, script, min(4, args.concurrency), 1, 1)
+            wrk.run_wrk(server.url, bodies, script, min(4, args.concurrency), 1, 1)
             if server.name != "off":
                 drain(server.url, 120)
         for _ in range(args.rounds):
             for server in servers:
                 t = totals[server.name]
                 before = shadow_counts(server.url) if server.name != "off" else None
-                cpu0 = _cpu_seconds(server.proc.pid)
-                got = run_wrk(server.url, bodies, script, args.concurrency, args.threads, args.seconds)
+                cpu0 = wrk.cpu_seconds(server.proc.pid)
+                got = wrk.run_wrk(server.url, bodies, script, args.concurrency, args.threads, args.seconds)
                 if before is not None:
                     t["drain_s"].append(round(drain(server.url, 300), 2))
-                t["cpu_s"] += _cpu_seconds(server.proc.pid) - cpu0  # shadow work finished after wrk included
+                t["cpu_s"] += wrk.cpu_seconds(server.proc.pid) - cpu0  # shadow work finished after wrk included
                 t["requests"] += int(got["requests"])
                 t["seconds"] += got["duration_us"] / 1e6
-                t["errors"] += sum(int(got[k]) for k in ("connect", "read", "write", "status", "timeout"))
+                t["errors"] += wrk.errors(got)
                 for q in ("p50", "p95", "p99"):
                     t[f"{q}_ms"].append(got[f"{q}_us"] / 1000.0)
                 if before is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import serve_bench
+from bench import wrk
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,4 +37,4 @@ def test_serve_bench_runs_server_and_echo_under_wrk() -> None:
 def test_serve_bench_without_wrk_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(SystemExit, match="apt-get install wrk"):
-        serve_bench.wrk_binary()
+        wrk.wrk_binary()
