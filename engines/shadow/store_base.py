@@ -9,14 +9,16 @@ through :meth:`StoreTarget.scrub <core.store_url.StoreTarget.scrub>` (:func:`des
 
 The writer (:class:`engines.shadow.store.ShadowStore`) talks to a backend through :class:`Backend` and
 :class:`BackendConnection`; the report (:mod:`engines.shadow.report`) reads through :class:`StoreReader`,
-whose SQL is the portable subset both databases run the same way.
+whose SQL is the portable subset both databases run the same way. The writes, the retention and the count
+sums are the same SQL on both backends, written once here (:class:`WriterSQL`, :class:`SQLReader`).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from core.store_url import POSTGRES_INSTALL, BackendName, StoreTarget, StoreURLError
 from engines.agreement import FIELDS
@@ -130,6 +132,92 @@ class Backend(Protocol):
         """A reader, or None when there is no store yet (a SQLite file that does not exist)."""
         ...
 
+
+# -- the SQL both writers run ------------------------------------------------------------------------
+
+#: the tables of the store, each with a ``ts`` column (retention by age applies to all of them)
+TABLES = ("shadow_records", "shadow_drops", "shadow_losses")
+
+
+class _Executes(Protocol):
+    """A DB-API connection or cursor (``sqlite3.Connection``, a psycopg cursor or connection)."""
+
+    def execute(self, sql: Any, params: Any = ..., /) -> Any: ...
+
+
+class _ExecutesMany(Protocol):
+    def executemany(self, sql: Any, params_seq: Any, /) -> Any: ...
+
+
+class WriterSQL:
+    """The writer's statements (a batch's inserts, retention's deletes), written once for both backends with
+    the driver's placeholder (``?`` for sqlite3, ``%s`` for psycopg)."""
+
+    def __init__(self, placeholder: str) -> None:
+        def marks(n: int) -> str:
+            return ", ".join(placeholder for _ in range(n))
+
+        self.insert_record = (f"INSERT INTO shadow_records (ts, pass, record, {', '.join(REPORT_COLUMNS)}) "
+                              f"VALUES ({marks(3 + len(REPORT_COLUMNS))})")
+        self.insert_drops = f"INSERT INTO shadow_drops (ts, pass, n) VALUES ({marks(3)})"
+        self.insert_losses = f"INSERT INTO shadow_losses (ts, pass, n, cause) VALUES ({marks(4)})"
+        self.delete_before = {table: f"DELETE FROM {table} WHERE ts < {placeholder}" for table in TABLES}
+        self.keep_newest = ("DELETE FROM shadow_records WHERE id <= (SELECT id FROM shadow_records "
+                            f"ORDER BY id DESC LIMIT 1 OFFSET {placeholder})")
+
+    def write(self, db: _ExecutesMany, rows: Sequence[Row], drops: dict[str, int],
+              losses: dict[tuple[str, str], int], now: float) -> None:
+        """The inserts of one batch (the caller holds the transaction): records, drop and loss counts."""
+        if rows:
+            db.executemany(self.insert_record, rows)
+        if drops:
+            db.executemany(self.insert_drops, [(now, p, n) for p, n in sorted(drops.items())])
+        if losses:
+            db.executemany(self.insert_losses, [(now, p, n, c) for (p, c), n in sorted(losses.items())])
+
+    def retain(self, db: _Executes, cutoff: float | None, max_rows: int | None) -> None:
+        """Delete the rows older than ``cutoff``, then all but the newest ``max_rows`` records (the caller holds
+        the transaction)."""
+        if cutoff is not None:
+            for sql in self.delete_before.values():
+                db.execute(sql, (cutoff,))
+        if max_rows is not None:
+            db.execute(self.keep_newest, (max_rows,))
+
+
+class _Closes(Protocol):
+    def close(self) -> None: ...
+
+
+DriverConnection = TypeVar("DriverConnection", bound=_Closes)
+
+
+class OpenConnection(Generic[DriverConnection]):
+    """One open driver connection (``sqlite3`` or ``psycopg``) that a writer or a reader wraps and closes."""
+
+    def __init__(self, conn: DriverConnection) -> None:
+        self.conn = conn
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class SQLReader(OpenConnection[DriverConnection], ABC):
+    """A :class:`StoreReader` over one connection: a backend runs the SQL, the sums are the same SQL on both."""
+
+    columns: dict[str, str]
+
+    @abstractmethod
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def sum_by_pass(self, table: str, since: float | None) -> dict[str, int]:
+        """``SUM(n)`` per pass of a count table (drops, losses), since ``since`` when given."""
+        sql = f"SELECT pass, SUM(n) FROM {table}"
+        args: tuple[Any, ...] = ()
+        if since is not None:
+            sql += " WHERE ts >= ?"
+            args = (since,)
+        return {p: int(n) for p, n in self.query(sql + " GROUP BY pass", args)}
 
 def backend_for(target: StoreTarget) -> Backend:
     """The backend of a parsed URL; a PostgreSQL one needs psycopg (a one-line :class:`StoreURLError`)."""

@@ -29,7 +29,10 @@ from core.store_url import BackendName, StoreTarget
 from engines.shadow.store_base import (
     REPORT_COLUMNS,
     SCHEMA_VERSION,
+    OpenConnection,
     Row,
+    SQLReader,
+    WriterSQL,
 )
 
 log = logging.getLogger("travel_slm.shadow.store")
@@ -52,8 +55,7 @@ _SCHEMA: tuple[str, ...] = (
 _SCHEMA_LOCK = zlib.crc32(b"travel_slm.shadow.schema")
 _RETENTION_LOCK = zlib.crc32(b"travel_slm.shadow.retention")
 
-_INSERT = (f"INSERT INTO shadow_records (ts, pass, record, {', '.join(REPORT_COLUMNS)}) "
-           f"VALUES ({', '.join('%s' for _ in range(3 + len(REPORT_COLUMNS)))})")
+_SQL = WriterSQL("%s")
 
 #: connection settings unless the DSN sets them: fail fast on an unreachable or silent server
 WRITER_DEFAULTS: dict[str, Any] = {
@@ -88,10 +90,7 @@ def _bootstrap(conn: psycopg.Connection[Any]) -> None:
                     extra={"store_schema_version": newest, "schema_version": SCHEMA_VERSION})
 
 
-class PostgresConnection:
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self.conn = conn
-
+class PostgresConnection(OpenConnection[psycopg.Connection[Any]]):
     @property
     def broken(self) -> bool:
         return bool(self.conn.broken or self.conn.closed)
@@ -99,14 +98,7 @@ class PostgresConnection:
     def write(self, rows: Sequence[Row], drops: dict[str, int], losses: dict[tuple[str, str], int],
               now: float) -> None:
         with self.conn.transaction(), self.conn.cursor() as cur:
-            if rows:
-                cur.executemany(_INSERT, rows)
-            if drops:
-                cur.executemany("INSERT INTO shadow_drops (ts, pass, n) VALUES (%s, %s, %s)",
-                                [(now, p, n) for p, n in sorted(drops.items())])
-            if losses:
-                cur.executemany("INSERT INTO shadow_losses (ts, pass, n, cause) VALUES (%s, %s, %s, %s)",
-                                [(now, p, n, c) for (p, c), n in sorted(losses.items())])
+            _SQL.write(cur, rows, drops, losses, now)
 
     def apply_retention(self, cutoff: float | None, max_rows: int | None) -> None:
         if cutoff is None and max_rows is None:
@@ -115,22 +107,14 @@ class PostgresConnection:
             row = self.conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_RETENTION_LOCK,)).fetchone()
             if not (row and row[0]):
                 return  # another pod is applying it now
-            if cutoff is not None:
-                for table in ("shadow_records", "shadow_drops", "shadow_losses"):
-                    self.conn.execute(f"DELETE FROM {table} WHERE ts < %s", (cutoff,))  # type: ignore[arg-type]
-            if max_rows is not None:
-                self.conn.execute("DELETE FROM shadow_records WHERE id <= (SELECT id FROM shadow_records "
-                                  "ORDER BY id DESC OFFSET %s LIMIT 1)", (max_rows,))
-
-    def close(self) -> None:
-        self.conn.close()
+            _SQL.retain(self.conn, cutoff, max_rows)
 
 
-class PostgresReader:
+class PostgresReader(SQLReader[psycopg.Connection[Any]]):
     """One read-only REPEATABLE READ transaction: every query of a report sees the same snapshot."""
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self.conn = conn
+        super().__init__(conn)
         self.columns = {c: c for c in REPORT_COLUMNS}
         self._cursors = 0
 
@@ -148,17 +132,6 @@ class PostgresReader:
             cur.itersize = 500
             cur.execute(self._sql(sql), tuple(args))  # type: ignore[arg-type]
             yield from cur
-
-    def sum_by_pass(self, table: str, since: float | None) -> dict[str, int]:
-        sql = f"SELECT pass, SUM(n) FROM {table}"
-        args: tuple[Any, ...] = ()
-        if since is not None:
-            sql += " WHERE ts >= ?"
-            args = (since,)
-        return {p: int(n) for p, n in self.query(sql + " GROUP BY pass", args)}
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 class PostgresBackend:

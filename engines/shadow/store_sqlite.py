@@ -19,7 +19,10 @@ from engines.shadow.store_base import (
     AGREE_COLUMNS,
     REPORT_COLUMNS,
     SCHEMA_VERSION,
+    OpenConnection,
     Row,
+    SQLReader,
+    WriterSQL,
 )
 
 log = logging.getLogger("travel_slm.shadow.store")
@@ -117,14 +120,10 @@ def connect_file(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-_INSERT = (f"INSERT INTO shadow_records (ts, pass, record, {', '.join(REPORT_COLUMNS)}) "
-           f"VALUES ({', '.join('?' for _ in range(3 + len(REPORT_COLUMNS)))})")
+_SQL = WriterSQL("?")
 
 
-class SQLiteConnection:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
+class SQLiteConnection(OpenConnection[sqlite3.Connection]):
     @property
     def broken(self) -> bool:
         return False  # a failed write (a full disk) leaves the file usable: the next batch tries again
@@ -132,33 +131,18 @@ class SQLiteConnection:
     def write(self, rows: Sequence[Row], drops: dict[str, int], losses: dict[tuple[str, str], int],
               now: float) -> None:
         with self.conn:
-            if rows:
-                self.conn.executemany(_INSERT, rows)
-            if drops:
-                self.conn.executemany("INSERT INTO shadow_drops (ts, pass, n) VALUES (?, ?, ?)",
-                                      [(now, p, n) for p, n in sorted(drops.items())])
-            if losses:
-                self.conn.executemany("INSERT INTO shadow_losses (ts, pass, n, cause) VALUES (?, ?, ?, ?)",
-                                      [(now, p, n, c) for (p, c), n in sorted(losses.items())])
+            _SQL.write(self.conn, rows, drops, losses, now)
 
     def apply_retention(self, cutoff: float | None, max_rows: int | None) -> None:
         with self.conn:
-            if cutoff is not None:
-                for table in ("shadow_records", "shadow_drops", "shadow_losses"):
-                    self.conn.execute(f"DELETE FROM {table} WHERE ts < ?", (cutoff,))
-            if max_rows is not None:
-                self.conn.execute("DELETE FROM shadow_records WHERE id <= (SELECT id FROM shadow_records "
-                                  "ORDER BY id DESC LIMIT 1 OFFSET ?)", (max_rows,))
-
-    def close(self) -> None:
-        self.conn.close()
+            _SQL.retain(self.conn, cutoff, max_rows)
 
 
-class SQLiteReader:
+class SQLiteReader(SQLReader[sqlite3.Connection]):
     """A read-only connection; an unmigrated file is read through its JSON."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+        super().__init__(conn)
         migrated = set(REPORT_COLUMNS) <= _columns(conn)
         self.columns = {c: (c if migrated else legacy_expr(c)) for c in REPORT_COLUMNS}
 
@@ -169,18 +153,10 @@ class SQLiteReader:
         yield from self.conn.execute(sql, tuple(args))
 
     def sum_by_pass(self, table: str, since: float | None) -> dict[str, int]:
-        sql = f"SELECT pass, SUM(n) FROM {table}"
-        args: tuple[Any, ...] = ()
-        if since is not None:
-            sql += " WHERE ts >= ?"
-            args = (since,)
         try:
-            return {p: int(n) for p, n in self.conn.execute(sql + " GROUP BY pass", args)}
+            return super().sum_by_pass(table, since)
         except sqlite3.OperationalError:  # a file from before the table existed
             return {}
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 class SQLiteBackend:
