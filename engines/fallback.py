@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from contracts.planner import normalise_tool_summary
 from contracts.validation import extract_problem, render_problem
@@ -23,7 +23,29 @@ from engines.deterministic.engine import DeterministicEngine
 from engines.deterministic.fixtures import fixture
 from engines.deterministic.render import merged_slot
 
+if TYPE_CHECKING:
+    from core.settings import Settings
+
 log = logging.getLogger("travel_slm.fallback")
+
+#: How a :class:`PassRunner` built from the settings (:meth:`PassRunner.from_settings`) bounds a model pass and
+#: when it stops asking a failing engine; each caller names its own:
+#:
+#: - ``serve`` (the app, ``travel-slm predict``, ``travel-slm eval``): each model pass is bounded by its engine's
+#:   pass timeout (``slm.timeout_ms_*``, ``openai.timeout_ms_*``), and a circuit breaker per engine and pass
+#:   (``fallback.failure_threshold``, ``fallback.cooldown_s``) skips an engine that keeps failing;
+#: - ``shadow`` (the shadow runner): the breaker of ``serve``, no pass timeout (the shadow runner gives each
+#:   pass its own deadline, ``shadow.timeout_ms``);
+#: - ``measure`` (benchmarks): the pass timeouts of ``serve``, no breaker (every turn reaches the engine).
+PassPolicy = Literal["serve", "shadow", "measure"]
+PASS_POLICIES: tuple[PassPolicy, ...] = ("serve", "shadow", "measure")
+
+
+def pass_timeouts_ms(settings: Settings) -> dict[tuple[str, str], float]:
+    """``(engine, pass) -> ms``: the pass timeout of every model engine (``slm.timeout_ms_*``, ``openai.timeout_ms_*``)."""
+    return {(engine, p): float(section.timeout_ms(p))
+            for engine, section in (("slm", settings.slm), ("openai", settings.openai))
+            for p in ("extract", "render")}
 
 
 class CircuitBreaker:
@@ -139,26 +161,54 @@ class PassRunner:
         self,
         engines: dict[str, Engine],
         *,
-        timeouts_ms: dict[tuple[str, str], float] | None = None,
+        timeouts_ms: Mapping[tuple[str, str], float] | None = None,
         failure_threshold: int = 3,
         cooldown_s: float = 5.0,
+        circuit_breaker: bool = True,
         observers: list[PassObserver] | None = None,
         clock: Callable[[], float] = time.monotonic,
         tracer: Any = None,
     ) -> None:
-        """``tracer``: an OpenTelemetry tracer (``server.tracing``); each pass is then a span, a child of the
-        current one, carrying :meth:`Served.trace_attributes`. None (tracing off): no span, no cost."""
+        """``timeouts_ms``: ``(engine, pass) -> ms`` (none: no pass timeout); ``circuit_breaker``: False asks the
+        engine on every pass, however often it fails. ``tracer``: an OpenTelemetry tracer (``server.tracing``);
+        each pass is then a span, a child of the current one, carrying :meth:`Served.trace_attributes`. None
+        (tracing off): no span, no cost. Built from the settings: :meth:`from_settings`."""
         self.tracer = tracer
         self.engines = dict(engines)
         self.oracle: Engine = self.engines.setdefault("deterministic", DeterministicEngine())
-        self.timeouts_ms = timeouts_ms or {}
+        self.timeouts_ms = dict(timeouts_ms or {})
         self.breakers = {
             (name, p): CircuitBreaker(failure_threshold, cooldown_s, clock)
             for name in self.engines
             if name != "deterministic"
             for p in ("extract", "render")
-        }
+        } if circuit_breaker else {}
         self.observers = list(observers or [])
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        engines: dict[str, Engine],
+        *,
+        policy: PassPolicy,
+        timeouts_ms: Mapping[tuple[str, str], float] | None = None,
+        observers: list[PassObserver] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        tracer: Any = None,
+    ) -> PassRunner:
+        """The runner of ``engines`` under ``settings`` and ``policy`` (:data:`PassPolicy`: ``serve``, ``shadow``
+        or ``measure``). ``timeouts_ms`` replaces the settings' pass timeouts (a benchmark's own limit; not
+        with ``shadow``); ``observers``, ``clock`` and ``tracer`` as in the constructor."""
+        if policy not in PASS_POLICIES:
+            raise ValueError(f"unknown pass policy {policy!r}: expected one of {', '.join(PASS_POLICIES)}")
+        if policy == "shadow" and timeouts_ms is not None:
+            raise ValueError("the shadow policy has no pass timeout: the shadow runner sets each pass's deadline")
+        if timeouts_ms is None and policy != "shadow":
+            timeouts_ms = pass_timeouts_ms(settings)
+        return cls(engines, timeouts_ms=timeouts_ms, failure_threshold=settings.fallback.failure_threshold,
+                   cooldown_s=settings.fallback.cooldown_s, circuit_breaker=policy != "measure",
+                   observers=observers, clock=clock, tracer=tracer)
 
     def engine(self, name: str) -> Engine:
         try:

@@ -22,12 +22,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contracts.validation import envelope_validity, extract_errors, intent_in_vocab, tools_in_vocab
 from core.stats import percentile, share
 from engines.agreement import extract_agreement, render_agreement, turn_class
 from evaluation.corpus import CorpusProblem, LabelledTurn, read_corpora
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 VIEWS: dict[str, str] = {
     "own": "own answers: a pass that fell back scores as a miss",
@@ -209,7 +212,7 @@ async def _score(runner: Any, engine: str, item: LabelledTurn) -> TurnResult:
 
 async def run_eval(
     engine_name: str, corpora: list[str], *, split: str | None = None, limit: int | None = None,
-    settings: Any = None, progress: bool = False, view: str = "own",
+    settings: Settings | None = None, progress: bool = False, view: str = "own",
 ) -> EvalReport:
     from core.settings import load_settings
     from engines.fallback import PassRunner
@@ -224,13 +227,7 @@ async def run_eval(
         items.append(item)
     engine = build_engine(engine_name, settings)
     await engine.start()
-    timeouts: dict[tuple[str, str], float] = {}
-    if engine_name == "slm":
-        timeouts = {("slm", p): settings.slm.timeout_ms(p) for p in ("extract", "render")}
-    elif engine_name == "openai":
-        timeouts = {("openai", p): settings.openai.timeout_ms(p) for p in ("extract", "render")}
-    runner = PassRunner({engine_name: engine}, timeouts_ms=timeouts,
-                        failure_threshold=settings.fallback.failure_threshold, cooldown_s=settings.fallback.cooldown_s)
+    runner = PassRunner.from_settings(settings, {engine_name: engine}, policy="serve")
     bar = None
     if progress:
         from tqdm import tqdm

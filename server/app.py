@@ -169,14 +169,6 @@ class EngineSet:
                 log.exception("engine close failed", extra={"engine": name})
 
 
-def _timeouts(settings: Settings) -> dict[tuple[str, str], float]:
-    out: dict[tuple[str, str], float] = {}
-    for pass_ in ("extract", "render"):
-        out[("slm", pass_)] = float(settings.slm.timeout_ms(pass_))
-        out[("openai", pass_)] = float(settings.openai.timeout_ms(pass_))
-    return out
-
-
 class GuardMiddleware:
     """Pure ASGI: request id, API key, body size limit (on the raw stream), request metrics, access log."""
 
@@ -368,12 +360,8 @@ def create_app(settings: Settings | None = None, *, engines: dict[str, Engine] |
     metrics = Metrics()
     tracing = tracing_module.build(settings.tracing, package_version())
     engine_set = EngineSet(settings, metrics, engines)
-    runner = PassRunner(
-        engine_set.engines,
-        timeouts_ms=_timeouts(settings),
-        failure_threshold=settings.fallback.failure_threshold,
-        cooldown_s=settings.fallback.cooldown_s,
-        observers=[metrics.observe_served],
+    runner = PassRunner.from_settings(
+        settings, engine_set.engines, policy="serve", observers=[metrics.observe_served],
         tracer=tracing.tracer if tracing is not None else None,
     )
     metrics.watch_circuits(runner.breakers)

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -15,6 +15,7 @@ from contracts.turn import RenderRequest
 from engines.shadow.redact import json_line
 
 if TYPE_CHECKING:
+    from core.settings import Settings
     from engines.fallback import Served
 
 DESCRIPTION = """Run one pass on one turn.
@@ -66,18 +67,14 @@ def parse_input(raw: str, pass_name: str, notes: Notes | None = None) -> RenderR
     return request
 
 
-async def predict(request: RenderRequest, pass_name: str, engine_name: str, settings: Any) -> Served:
+async def predict(request: RenderRequest, pass_name: str, engine_name: str, settings: Settings) -> Served:
     from engines.fallback import PassRunner
     from engines.registry import build_engine
 
     engine = build_engine(engine_name, settings)
     await engine.start()
     try:
-        timeouts = {}
-        if engine_name in ("slm", "openai"):
-            section = settings.slm if engine_name == "slm" else settings.openai
-            timeouts = {(engine_name, p): section.timeout_ms(p) for p in ("extract", "render")}
-        runner = PassRunner({engine_name: engine}, timeouts_ms=timeouts)
+        runner = PassRunner.from_settings(settings, {engine_name: engine}, policy="serve")
         turn = request.turn.engine_input()
         if isinstance(turn.get("tool_summary"), dict):
             turn["tool_summary"] = normalise_tool_summary(turn["tool_summary"])
