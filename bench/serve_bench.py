@@ -38,6 +38,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from bench import wrk
+from evaluation.corpus import CorpusProblem, json_lines
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CORPORA = REPO.parent / "shared" / "reference" / "corpora"
@@ -92,12 +93,14 @@ def _process(argv: list[str], port: int, env: dict[str, str]) -> Iterator[tuple[
         wrk.stop(proc, 15)
 
 
+def _refuse(problem: CorpusProblem) -> None:
+    raise SystemExit(f"bench: reference corpus {problem}")
+
+
 def reference_records(files: Iterable[str | Path], limit: int | None) -> list[dict[str, Any]]:
-    """The labelled records of ``files`` (read at run time), ``limit`` of them spread evenly (all when None)."""
-    records: list[dict[str, Any]] = []
-    for path in files:
-        with open(path, encoding="utf-8") as handle:
-            records.extend(json.loads(line) for line in handle if line.strip())
+    """The labelled records of ``files`` (read at run time), ``limit`` of them spread evenly (all when None);
+    a file that cannot be read or a line that is not JSON ends the benchmark naming its file and line."""
+    records: list[dict[str, Any]] = [value for _, _, value in json_lines(files, _refuse)]
     if limit:
         step = max(1, len(records) // limit)
         records = records[::step][:limit]

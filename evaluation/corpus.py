@@ -1,13 +1,14 @@
 """Reading labelled corpora (``{id, input, expected: {extract, render, tool_summary}}`` per line).
 
 A line that is not JSON or not a record is reported with its file and line number, and reading
-goes on with the rest.
+goes on with the rest. :func:`json_lines` is the one reader of the JSON-lines files (the evaluation's
+:func:`read_corpora`, the training set builder and the HTTP benchmarks read through it).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,33 +54,41 @@ class LabelledTurn:
         return self.record.input.engine_input()
 
 
-def read_corpora(
-    paths: Iterable[str | Path], problems: list[CorpusProblem], split: str | None = None
-) -> Iterator[LabelledTurn]:
-    """Yield the labelled turns of every file; bad lines are appended to ``problems``."""
+def json_lines(paths: Iterable[str | Path], problem: Callable[[CorpusProblem], None]
+               ) -> Iterator[tuple[str, int, Any]]:
+    """``(file, line number, JSON value)`` of every non-blank line of every file. A file that cannot be read
+    and a line that is not JSON go to ``problem`` (which may raise to stop) and reading goes on."""
     for path in paths:
         name = str(path)
         try:
             handle = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
         except OSError as exc:
-            problems.append(CorpusProblem(name, 0, f"cannot read file: {exc.strerror or exc}"))
+            problem(CorpusProblem(name, 0, f"cannot read file: {exc.strerror or exc}"))
             continue
         with handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
                 try:
-                    raw = json.loads(line)
+                    value = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    problems.append(CorpusProblem(name, number, f"not valid JSON: {exc.msg} (column {exc.colno})"))
+                    problem(CorpusProblem(name, number, f"not valid JSON: {exc.msg} (column {exc.colno})"))
                     continue
-                try:
-                    record = Record.model_validate(raw)
-                except ValidationError as exc:
-                    first = exc.errors(include_url=False)[0]
-                    loc = ".".join(str(p) for p in first["loc"]) or "<root>"
-                    problems.append(CorpusProblem(name, number, f"not a labelled record: {loc}: {first['msg']}"))
-                    continue
-                if split is not None and record.split != split:
-                    continue
-                yield LabelledTurn(name, number, record)
+                yield name, number, value
+
+
+def read_corpora(
+    paths: Iterable[str | Path], problems: list[CorpusProblem], split: str | None = None
+) -> Iterator[LabelledTurn]:
+    """Yield the labelled turns of every file; bad lines are appended to ``problems``."""
+    for name, number, raw in json_lines(paths, problems.append):
+        try:
+            record = Record.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+            problems.append(CorpusProblem(name, number, f"not a labelled record: {loc}: {first['msg']}"))
+            continue
+        if split is not None and record.split != split:
+            continue
+        yield LabelledTurn(name, number, record)

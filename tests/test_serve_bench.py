@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import wrk
+from bench import serve_bench, wrk
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,3 +38,17 @@ def test_serve_bench_without_wrk_says_how_to_install(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(SystemExit, match="apt-get install wrk"):
         wrk.wrk_binary()
+
+
+def test_a_bad_reference_line_ends_the_benchmark_naming_its_file_and_line(tmp_path: Path) -> None:
+    """The benchmarks read the corpora with the evaluation's reader: a line that is not JSON (or a file that
+    cannot be read) is one clear line, not a traceback."""
+    bad = tmp_path / "bad.labeled.jsonl"
+    bad.write_text('{"input": {}, "expected": {"extract": {}}}\n\n{oops\n', encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"bad\.labeled\.jsonl:3: not valid JSON"):
+        serve_bench.load_bodies(tmp_path, None)
+    with pytest.raises(SystemExit, match=r"missing\.jsonl:0: cannot read file"):
+        serve_bench.reference_records([tmp_path / "missing.jsonl"], None)
+    bad.write_text('{"input": {"a": 1}, "expected": {"extract": {"b": 2}}}\n', encoding="utf-8")
+    assert serve_bench.load_bodies(tmp_path, None) == {"/extract": [b'{"turn": {"a": 1}}'],
+                                                       "/render": [b'{"turn": {"a": 1}, "extraction": {"b": 2}}']}

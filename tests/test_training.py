@@ -68,6 +68,21 @@ def test_build_is_reproducible_and_its_manifest_hashes_the_files(tmp_path):
     assert set(one["classes"]["train"]) <= expected_classes()
 
 
+
+@pytest.mark.parametrize(("lines", "expected"), [
+    (['{"input": {}, "expected": {}}', "{oops", "[1]"], r"bad\.jsonl:2: not valid JSON"),
+    (['{"input": {}, "expected": {}}', '{"input": {}}', "{oops"],
+     r"bad\.jsonl:2: not a labelled record \(needs input and expected\)"),
+])
+def test_build_refuses_the_first_bad_corpus_line_by_file_and_line(tmp_path, lines, expected):
+    """The corpora are read by the evaluation's reader (evaluation.corpus.json_lines); the builder stops at
+    the first bad line, in file order, whatever kind it is, and writes nothing."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=expected):
+        build(tmp_path / "ds", [bad], seed=1, synthetic=10)
+    assert not (tmp_path / "ds").exists()
+
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
     """A 2-layer random-weight Llama with the bundled tokenizer, saved as a model folder."""

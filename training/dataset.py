@@ -28,6 +28,7 @@ from typing import Any
 
 from contracts.planner import payload_text
 from contracts.vocab import CONTRACT_VERSION
+from evaluation.corpus import CorpusProblem, json_lines
 from training.progress import bar
 from training.synth import GENERATOR_VERSION, generate, turn_class
 
@@ -54,21 +55,18 @@ def turn_text(turn: dict[str, Any]) -> str:
     return payload_text(payload) if isinstance(payload, dict) else ""
 
 
+def _refuse(problem: CorpusProblem) -> None:
+    raise ValueError(str(problem))
+
+
 def _read(paths: list[Path]) -> list[dict[str, Any]]:
+    """The labelled records of ``paths``; the first bad line (not JSON, not a record) is a ValueError."""
     records = []
-    for path in paths:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number}: not valid JSON: {exc.msg}") from None
-                if not isinstance(record, dict) or "input" not in record or "expected" not in record:
-                    raise ValueError(f"{path}:{number}: not a labelled record (needs input and expected)")
-                record["source_file"] = path.name
-                records.append(record)
+    for name, number, record in json_lines(paths, _refuse):
+        if not isinstance(record, dict) or "input" not in record or "expected" not in record:
+            raise ValueError(f"{name}:{number}: not a labelled record (needs input and expected)")
+        record["source_file"] = Path(name).name
+        records.append(record)
     return records
 
 
