@@ -20,6 +20,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -246,18 +247,32 @@ async def run_eval(
     return build_report(results, problems, engine_name, view)
 
 
-def format_table(report: EvalReport) -> str:
-    lines = [f"engine {report.engine}   turns {report.n}   view: {VIEWS[report.view]}", "",
-             f"{'metric':32} {'value':>8}  gate"]
+def _metric_rows(report: EvalReport, passed: str, failed: str) -> Iterator[tuple[str, str, str]]:
+    """``(metric, value as shown, verdict)`` per metric: ``passed``, or ``failed (>= target)``, or empty for a
+    metric the gate does not check."""
     for name in METRICS:
         value = report.metrics[name]
         target = GATE.get(name)
         shown = "n/a" if value is None else f"{value:.4f}"
-        verdict = "" if target is None else ("ok" if value is not None and value >= target else f"FAIL (>= {target})")
-        lines.append(f"{name:32} {shown:>8}  {verdict}")
+        verdict = "" if target is None else (passed if value is not None and value >= target
+                                             else f"{failed} (>= {target})")
+        yield name, shown, verdict
+
+
+def _fallbacks(report: EvalReport) -> Iterator[tuple[str, str]]:
+    """``(pass, "reason count, ...")`` for each pass that fell back."""
     for pass_name, reasons in report.fallback_reasons.items():
         if reasons:
-            lines.append(f"fallbacks {pass_name:8} " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
+            yield pass_name, ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
+
+
+def format_table(report: EvalReport) -> str:
+    lines = [f"engine {report.engine}   turns {report.n}   view: {VIEWS[report.view]}", "",
+             f"{'metric':32} {'value':>8}  gate"]
+    for name, shown, verdict in _metric_rows(report, "ok", "FAIL"):
+        lines.append(f"{name:32} {shown:>8}  {verdict}")
+    for pass_name, reasons in _fallbacks(report):
+        lines.append(f"fallbacks {pass_name:8} {reasons}")
     lines.append("")
     for pass_name, figures in report.latency_ms.items():
         p50, p95 = figures["p50"], figures["p95"]
@@ -282,18 +297,13 @@ def format_per_class(report: EvalReport) -> str:
 def format_markdown(report: EvalReport) -> str:
     lines = [f"# travel-slm eval: {report.engine}", "", f"{report.n} turns. View: {VIEWS[report.view]}.", "",
              "| metric | value | gate |", "|---|---:|---|"]
-    for name in METRICS:
-        value = report.metrics[name]
-        target = GATE.get(name)
-        shown = "n/a" if value is None else f"{value:.4f}"
-        verdict = "" if target is None else ("pass" if value is not None and value >= target else f"**fail** (>= {target})")
+    for name, shown, verdict in _metric_rows(report, "pass", "**fail**"):
         lines.append(f"| {name} | {shown} | {verdict} |")
     lines += ["", "| pass | p50 ms | p95 ms |", "|---|---:|---:|"]
     for pass_name, figures in report.latency_ms.items():
         lines.append(f"| {pass_name} | {figures['p50']} | {figures['p95']} |")
-    for pass_name, reasons in report.fallback_reasons.items():
-        if reasons:
-            lines += ["", f"Fallbacks ({pass_name}): " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))]
+    for pass_name, reasons in _fallbacks(report):
+        lines += ["", f"Fallbacks ({pass_name}): {reasons}"]
     lines += ["", "| class | n | " + " | ".join(CLASS_METRICS) + " |", "|---|---:|" + "---:|" * len(CLASS_METRICS)]
     for cls, row in report.per_class.items():
         lines.append(f"| {cls} | {row['n']} | " + " | ".join("n/a" if row[m] is None else f"{row[m]:.3f}"
