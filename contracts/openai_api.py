@@ -50,23 +50,31 @@ STRUCTURED_OUTPUTS_KEYS = frozenset({"json", "disable_any_whitespace", "disable_
 GUIDED_PARAMETERS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar")
 _TOOLS_DOC = ("Refused (400): the answer is the pass output, never a tool call; only an explicit tool_choice "
               "\"none\" is accepted.")
-#: answers: read leniently (an upstream may leave fields out), documented and written whole
-_ANSWER = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+class _Request(BaseModel):
+    """A request object: parameters it does not declare are kept (``model_extra``), not refused."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class _Answer(BaseModel):
+    """An answer object: read leniently (an upstream may leave fields out), documented and written whole."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
 
 # --- the request -----------------------------------------------------------------------------------------
 
 
-class ContentPart(BaseModel):
+class ContentPart(_Request):
     """One part of a message's content (``{"type": "text", "text": ...}``; other types are kept, not read)."""
 
-    model_config = ConfigDict(extra="allow")
     type: str
     text: str | None = None
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class ChatMessage(_Request):
     role: Role
     content: str | list[ContentPart] | None = None
 
@@ -78,29 +86,26 @@ class ChatMessage(BaseModel):
         return "".join(parts) if parts else None
 
 
-class JsonSchemaSpec(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+class JsonSchemaSpec(_Request):
+    model_config = ConfigDict(populate_by_name=True)
     name: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
 
-class ResponseFormat(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class ResponseFormat(_Request):
     type: str
     json_schema: JsonSchemaSpec | None = None
 
 
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class StreamOptions(_Request):
     include_usage: StrictBool | None = False
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(_Request):
     """The OpenAI chat request, typed strictly as OpenAI types it (a wrong type is a 400 naming the
     parameter). Sampling parameters are checked and otherwise ignored (decoding is deterministic)."""
 
-    model_config = ConfigDict(extra="allow")
     model: StrictStr
     messages: list[ChatMessage] = Field(min_length=1)
     response_format: ResponseFormat | None = None
@@ -137,15 +142,13 @@ class ChatCompletionRequest(BaseModel):
 # --- the answer ------------------------------------------------------------------------------------------
 
 
-class AssistantMessage(BaseModel):
-    model_config = _ANSWER
+class AssistantMessage(_Answer):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     refusal: str | None = None
 
 
-class Usage(BaseModel):
-    model_config = _ANSWER
+class Usage(_Answer):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
@@ -156,8 +159,7 @@ class Usage(BaseModel):
                    total_tokens=prompt_tokens + completion_tokens)
 
 
-class Choice(BaseModel):
-    model_config = _ANSWER
+class Choice(_Answer):
     index: int = 0
     message: AssistantMessage
     logprobs: dict[str, Any] | None = None
@@ -165,15 +167,22 @@ class Choice(BaseModel):
                                       "(this server: always stop).")
 
 
-class ChatCompletion(BaseModel):
-    model_config = _ANSWER
+class _CompletionFields(_Answer):
+    """What an answer and each chunk of a streamed answer carry, in this order (``object`` and ``choices``
+    are typed by each)."""
+
     id: str = ""
-    object: Literal["chat.completion"] = "chat.completion"
+    object: str
     created: int = 0
     model: str = ""
     system_fingerprint: str | None = None
-    choices: list[Choice] = Field(min_length=1)
+    choices: list[Any]
     usage: Usage | None = None
+
+
+class ChatCompletion(_CompletionFields):
+    object: Literal["chat.completion"] = "chat.completion"
+    choices: list[Choice] = Field(min_length=1)
 
 
 class ChoiceDelta(BaseModel):
@@ -188,33 +197,26 @@ class ChoiceDelta(BaseModel):
         return {key: value for key, value in handler(self).items() if value is not None}
 
 
-class ChunkChoice(BaseModel):
-    model_config = _ANSWER
+class ChunkChoice(_Answer):
     index: int = 0
     delta: ChoiceDelta
     logprobs: dict[str, Any] | None = None
     finish_reason: str | None = None
 
 
-class ChatCompletionChunk(BaseModel):
+class ChatCompletionChunk(_CompletionFields):
     """One server-sent event of a streamed answer (``data: <chunk>``; the stream ends with ``data: [DONE]``).
     ``usage`` is written only with ``stream_options.include_usage``: null on every chunk but the last."""
 
-    model_config = _ANSWER
-    id: str = ""
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int = 0
-    model: str = ""
-    system_fingerprint: str | None = None
     choices: list[ChunkChoice]
-    usage: Usage | None = None
 
 
 # --- models ----------------------------------------------------------------------------------------------
 
 
-class ModelCard(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, json_schema_serialization_defaults_required=True)
+class ModelCard(_Answer):
+    model_config = ConfigDict(populate_by_name=True)
     id: str
     object: Literal["model"] = "model"
     created: int
@@ -222,8 +224,7 @@ class ModelCard(BaseModel):
     pass_: str = Field(alias="pass")
 
 
-class ModelList(BaseModel):
-    model_config = _ANSWER
+class ModelList(_Answer):
     object: Literal["list"] = "list"
     data: list[ModelCard]
 
@@ -231,11 +232,10 @@ class ModelList(BaseModel):
 # --- errors ----------------------------------------------------------------------------------------------
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(_Answer):
     """What went wrong: ``param`` names the offending parameter (``messages.0.content.turn``), ``code`` is
     OpenAI's (``invalid_type``, ``model_not_found`` ...). An upstream may write a number as the code."""
 
-    model_config = _ANSWER
     message: str = ""
     type: str = ""
     param: str | None = None
