@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from contracts.extract import ExtractOutput
 from contracts.vocab import RENDER_INTENT_KINDS, TOOLS, WIDGET_TYPES
@@ -20,24 +20,25 @@ def _messages(exc: ValidationError, limit: int = 5) -> list[str]:
     return out
 
 
-def extract_errors(doc: Any) -> list[str]:
-    """Empty when ``doc`` is a valid extract output."""
+def _errors(model: type[BaseModel], doc: Any) -> list[str]:
+    """The first messages of ``doc`` validated strictly as ``model``; empty when it is valid."""
     try:
-        ExtractOutput.model_validate(doc, strict=True)
+        model.model_validate(doc, strict=True)
     except ValidationError as exc:
         return _messages(exc)
     return []
+
+
+def extract_errors(doc: Any) -> list[str]:
+    """Empty when ``doc`` is a valid extract output."""
+    return _errors(ExtractOutput, doc)
 
 
 def render_errors(doc: Any) -> list[str]:
     """Empty when ``doc`` is a valid render output (envelopes and every payload)."""
     from contracts.render import RenderOutput
 
-    try:
-        RenderOutput.model_validate(doc, strict=True)
-    except ValidationError as exc:
-        return _messages(exc)
-    return []
+    return _errors(RenderOutput, doc)
 
 
 def envelope_validity(doc: Any) -> tuple[int, int]:
