@@ -206,12 +206,10 @@ def table(results: list[Result], checks: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.serve_bench",
-        description="Latency, throughput and CPU per request of the travel-slm server (deterministic engines) next "
-                    "to a bare FastAPI echo endpoint with the same uvicorn settings, both driven by wrk in the same "
-                    "run. Needs wrk on PATH (apt-get install wrk).",
-    )
+    p = argparse.ArgumentParser(prog="python -m bench.serve_bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Exit status: 0 done (with --check: every target met), 1 a target missed (--check) "
+                                       "or the run failed, 2 usage error.")
     p.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA, help="folder of *.labeled.jsonl reference turns")
     p.add_argument("--turns", type=int, default=500, help="distinct reference turns to cycle through (default 500)")
     p.add_argument("--seconds", type=float, default=5.0, help="wrk duration per endpoint, target and level (default 5)")

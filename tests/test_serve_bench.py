@@ -52,3 +52,10 @@ def test_a_bad_reference_line_ends_the_benchmark_naming_its_file_and_line(tmp_pa
     bad.write_text('{"input": {"a": 1}, "expected": {"extract": {"b": 2}}}\n', encoding="utf-8")
     assert serve_bench.load_bodies(tmp_path, None) == {"/extract": [b'{"turn": {"a": 1}}'],
                                                        "/render": [b'{"turn": {"a": 1}, "extraction": {"b": 2}}']}
+
+
+def test_serve_bench_help_is_its_docstring_with_targets_and_exit_status() -> None:
+    done = subprocess.run([sys.executable, "-m", "bench.serve_bench", "--help"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert "apt-get install wrk" in done.stdout and "Targets (issue 3)" in done.stdout
+    assert "python -m bench.serve_bench --check" in done.stdout and "Exit status: 0" in done.stdout
