@@ -418,12 +418,13 @@ def create_app(settings: Settings | None = None, *, engines: dict[str, Engine] |
     app.state.tracing = tracing
     app.state.started_at = int(time.time())
 
-    from server import routes_openai, routes_ops, routes_planner, routes_shadow
+    from server import routes_openai, routes_ops, routes_planner, routes_shadow, routes_stats
 
     app.include_router(routes_planner.router)
     app.include_router(routes_openai.router)
     app.include_router(routes_ops.router)
     app.include_router(routes_shadow.router)
+    app.include_router(routes_stats.router)
     errors.install(app)
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
     app.add_middleware(

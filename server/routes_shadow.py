@@ -14,12 +14,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 
-from server import routes_stats
 from server.errors import JSONResponse
 
 router = APIRouter()
-# until server/app.py includes routes_stats.router itself, the app includes only this router: it carries both
-router.include_router(routes_stats.router)
 
 
 @router.get(
