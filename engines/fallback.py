@@ -309,6 +309,9 @@ class PassRunner:
                 reason, error = "timeout", (
                     f"{engine_name} {pass_name} stopped at the request deadline ({timeout_ms:.0f} ms left)"
                     if by_deadline else f"{engine_name} {pass_name} exceeded {timeout_ms:.0f} ms")
+                # a pass cut by the caller's own budget (X-Request-Timeout-Ms) says nothing about the engine:
+                # callers with short budgets must not open the breaker for everyone else
+                engine_fault = not by_deadline
             except EngineError as exc:
                 reason, error = exc.reason, exc.message
                 # e.g. the openai engine's ClientInputError: the request could not be sent as given, or the

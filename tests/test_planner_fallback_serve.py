@@ -216,6 +216,19 @@ def test_without_the_header_the_pass_timeout_alone_applies(live_server: Any, scr
         assert r.json()["llm_contract"]["fallback_reason"] == "timeout"
 
 
+def test_passes_cut_by_callers_deadlines_do_not_open_the_breaker(live_server: Any, scripted_upstream: Any) -> None:
+    """A caller's short budget is the caller's: four passes cut at their deadline leave the breaker closed
+    (it opens after three engine failures), so the next caller is served by the engine, not circuit_open."""
+    with scripted_upstream(_slow(0.4)) as up:
+        base = live_server(_settings(up.base_url, "oracle", {"openai": {"timeout_ms_extract": 5000}}))
+        for _ in range(4):
+            r = httpx.post(base + "/extract", json={"turn": TURN}, headers={"X-Request-Timeout-Ms": "150"}, timeout=10)
+            assert r.headers["X-Fallback-Reason"] == "timeout" and "request deadline" in \
+                r.json()["llm_contract"]["fallback_detail"]
+        r = httpx.post(base + "/extract", json={"turn": TURN}, timeout=10)
+        assert r.json()["llm_contract"]["fallback_used"] is False, r.json()["llm_contract"]
+
+
 @pytest.mark.parametrize("value", ["soon", "0", "-5", "1e12"])
 def test_a_bad_deadline_header_is_400_naming_it(default_server: str, value: str) -> None:
     r = httpx.post(default_server + "/extract", json={"turn": TURN}, headers={"X-Request-Timeout-Ms": value})
