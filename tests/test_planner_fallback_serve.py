@@ -220,7 +220,8 @@ def test_passes_cut_by_callers_deadlines_do_not_open_the_breaker(live_server: An
     """A caller's short budget is the caller's: four passes cut at their deadline leave the breaker closed
     (it opens after three engine failures), so the next caller is served by the engine, not circuit_open."""
     with scripted_upstream(_slow(0.4)) as up:
-        base = live_server(_settings(up.base_url, "oracle", {"openai": {"timeout_ms_extract": 5000}}))
+        base = live_server(_settings(up.base_url, "oracle", {"openai": {"timeout_ms_extract": 5000},
+                                                             "fallback": {"failure_threshold": 3}}))
         for _ in range(4):
             r = httpx.post(base + "/extract", json={"turn": TURN}, headers={"X-Request-Timeout-Ms": "150"}, timeout=10)
             assert r.headers["X-Fallback-Reason"] == "timeout" and "request deadline" in \
