@@ -92,3 +92,20 @@ def render_problem(doc: Any) -> tuple[Problem, str] | None:
         return "out_of_vocab", "widget type outside the contract vocabulary"
     errors = render_errors(doc)
     return ("schema_invalid", "; ".join(errors)) if errors else None
+
+
+def slot_state_problems(slot_state: Any) -> list[str]:
+    """Where a turn's ``slot_state`` holds a value the contract's slot types refuse: the dotted locations
+    (``region.label``) of the keys :class:`contracts.extract.SlotUpdates` knows; null values and unknown keys
+    are not problems. Consulted only once a served document already failed validation, to tell a client's
+    bad input from an oracle defect."""
+    from contracts.extract import SlotUpdates
+
+    if not isinstance(slot_state, dict):
+        return ["slot_state"]
+    known = {k: v for k, v in slot_state.items() if k in SlotUpdates.model_fields and v is not None}
+    try:
+        SlotUpdates.model_validate(known)
+    except ValidationError as exc:
+        return [".".join(str(p) for p in err["loc"]) for err in exc.errors(include_url=False)]
+    return []

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from contracts.planner import normalise_tool_summary
-from contracts.validation import extract_problem, render_problem
+from contracts.validation import extract_problem, render_problem, slot_state_problems
 from contracts.vocab import CONTRACT_VERSION
 from engines.base import Engine, EngineError, PassOutput
 from engines.deterministic.engine import DeterministicEngine
@@ -107,6 +107,8 @@ class Served:
     fallback_used: bool = False
     fallback_reason: str | None = None
     latency_ms: float = 0.0
+    #: the same wall time, unrounded (the latency histogram resolves microseconds)
+    latency_s: float = 0.0
     schema_valid: bool = True
     error: str | None = None
     prompt_tokens: int = 0
@@ -264,13 +266,31 @@ class PassRunner:
                 log.error("deterministic output failed validation", extra={"pass": pass_name, "reason": problem[0]})
         else:
             served = await self._serve_model(pass_name, engine_name, eng, turn, extraction, summary, deadline)
-        served.latency_ms = round((time.perf_counter() - start) * 1000.0, 1)
+        if not served.schema_valid:  # only ever the oracle's document: a client's bad input, or a defect?
+            cause = await self._invalid_cause(pass_name, turn, extraction, summary)
+            served.extra = {**(served.extra or {}), "invalid_cause": cause}
+        served.latency_s = time.perf_counter() - start
+        served.latency_ms = round(served.latency_s * 1000.0, 1)
         for observer in self.observers:
             try:
                 observer(served)
             except Exception:  # an observer (metrics) never breaks serving
                 log.exception("pass observer failed")
         return served
+
+    async def _invalid_cause(self, pass_name: str, turn: dict[str, Any], extraction: Any, summary: Any) -> str:
+        """``input`` when the oracle's invalid document only echoes slot values the contract refuses (the same
+        turn without those slots gives a valid document), else ``oracle`` (a defect: the critical alert)."""
+        slot_state = turn.get("slot_state")
+        bad = {loc.split(".")[0] for loc in slot_state_problems(slot_state)}
+        if not bad or not isinstance(slot_state, dict):
+            return "oracle"
+        cleaned = {**turn, "slot_state": {k: v for k, v in slot_state.items() if k not in bad}}
+        try:
+            out = await self._call(self.oracle, pass_name, cleaned, extraction, summary)
+        except Exception:
+            return "oracle"
+        return "input" if self._problem(pass_name, out.document) is None else "oracle"
 
     @staticmethod
     def _problem(pass_name: str, document: Any) -> tuple[str, str] | None:

@@ -256,7 +256,9 @@ def test_latency_histogram_resolves_the_deterministic_path(live_server: Any) -> 
     exact = percentile(served_ms, 50)
     assert exact is not None
     if exact == 0.0:
-        assert upper <= 1e-6, (lower, upper)
+        # the pass took under 0.05 ms (latency_ms rounds it to 0.0); the histogram, fed the unrounded time,
+        # places the median in a sub-0.1 ms bucket no wider than 2.5x
+        assert 0 < upper <= 1e-4 and (lower == 0 or upper / lower <= 2.5), (lower, upper)
     else:
         # latency_ms is rounded to 0.1 ms: the true p50 lies within 0.05 ms of it
         assert lower > 0 and upper / lower <= 2.5, (lower, upper, exact)
