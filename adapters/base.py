@@ -10,7 +10,6 @@ prefix's KV cache) is built by the engine's warm-up generations (:mod:`engines.s
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,11 +69,6 @@ class Adapter(ABC):
     @abstractmethod
     async def generate(self, request: GenerationRequest) -> Generation:
         """Generate one completion under the request's grammar."""
-
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
-        """Stream text pieces; default: one piece with the whole generation."""
-        generation = await self.generate(request)
-        yield generation.text
 
     @property
     @abstractmethod

@@ -2,7 +2,8 @@
 
 The Hugging Face folder from :func:`adapters.models.resolve_model` is loaded with
 ``mlx_lm.load`` (which reads the top-level ``rope_theta`` that the conversion writes). Decoding
-is greedy under an xgrammar :class:`GrammarMatcher`: each step fills a token bitmask and applies
+is greedy under an xgrammar :class:`GrammarMatcher` (the loop of :mod:`adapters.decode`, shared with the
+transformers adapter): each step fills a token bitmask and applies
 it to the MLX logits with ``xgrammar.kernels.apply_token_bitmask_mlx`` (xgrammar's own
 ``contrib.mlxlm`` processor is not used: it calls a kernel name that 0.2.8 does not export).
 
@@ -42,12 +43,13 @@ import platform
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters.base import Adapter, AdapterUnavailableError, Generation, GenerationRequest
+from adapters.decode import greedy_decode
 from adapters.options import MlxOptions
 from adapters.xgrammar_support import GrammarStore, jump_forward_draft, require_xgrammar, tokenizer_info
 
@@ -90,7 +92,6 @@ class RequestCancelled(Exception):
 @dataclass
 class _Job:
     request: GenerationRequest
-    on_piece: Callable[[str], None] | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -364,21 +365,6 @@ class MlxAdapter(Adapter):
             job.cancelled.set()  # a queued job never starts; a running one stops at its next step
             raise
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | None] = asyncio.Queue()
-        job = _Job(request, on_piece=lambda piece: loop.call_soon_threadsafe(queue.put_nowait, piece))
-        future = asyncio.ensure_future(self._call(self._decode, job))
-        future.add_done_callback(lambda _: queue.put_nowait(None))
-        try:
-            while (piece := await queue.get()) is not None:
-                yield piece
-            await future  # re-raise a failure
-        finally:
-            if not future.done():
-                job.cancelled.set()
-                future.cancel()
-
     def _prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
         text = self._hf_tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return list(self._hf_tokenizer.encode(text, add_special_tokens=False))
@@ -429,10 +415,15 @@ class MlxAdapter(Adapter):
             mx.eval(out_rows)
             return out_rows
 
+        def rewind(count: int) -> None:
+            trim_prompt_cache(cache, count)
+            del kv.cached_tokens[-count:]
+
         mask_s = 0.0
 
-        def choose(row: Any) -> int:
+        def choose(rows: Any, i: int) -> int:
             nonlocal mask_s
+            row = rows[i]
             if matcher is None:
                 return int(mx.argmax(row).item())
             t0 = time.perf_counter()
@@ -442,51 +433,17 @@ class MlxAdapter(Adapter):
             mask_s += time.perf_counter() - t0
             return token
 
-        out: list[int] = []
-        pending = prompt[reused:]
-        draft: list[int] = []
-        steps = forced = 0
-        ttft: float | None = None
-        finish = "length"
-        emitted = [""]
+        def check() -> None:
+            if job.cancelled.is_set():
+                raise RequestCancelled("cancelled while decoding")
+
         try:
-            while len(out) < request.max_new_tokens:
-                if job.cancelled.is_set():
-                    raise RequestCancelled("cancelled while decoding")
-                rows = forward(pending, len(draft) + 1)
-                steps += 1
-                # Verify the jump-forward draft against the model's own (masked greedy) choices:
-                # the output is exactly what single stepping gives, with fewer model steps.
-                token = -1
-                for i in range(len(draft) + 1):
-                    token = choose(rows[i])
-                    if i < len(draft) and token == draft[i]:
-                        if matcher is not None:
-                            matcher.accept_token(token)
-                        out.append(token)
-                        forced += 1
-                        continue
-                    if i < len(draft):  # mismatch: drop the rest of the draft from the KV cache
-                        rejected = len(draft) - i
-                        trim_prompt_cache(cache, rejected)
-                        del kv.cached_tokens[-rejected:]
-                    break
-                if ttft is None:
-                    ttft = time.perf_counter() - started
-                if token in self._eos_ids:
-                    finish = "stop"
-                    break
-                if matcher is not None and not matcher.accept_token(token):
-                    raise RuntimeError("mlx adapter: the grammar rejected a token its own mask allowed")
-                out.append(token)
-                self._emit(job, out, emitted)
-                if matcher is not None and matcher.is_terminated():
-                    finish = "stop"
-                    break
-                draft = []
-                if matcher is not None and self.jump_forward:
-                    draft = jump_forward_draft(matcher, self._encode, request.max_new_tokens - len(out) - 1)
-                pending = [token, *draft]
+            decoded = greedy_decode(
+                prompt[reused:], forward=forward, choose=choose, rewind=rewind, matcher=matcher,
+                stop_ids=self._eos_ids, max_new_tokens=request.max_new_tokens,
+                draft=(lambda budget: jump_forward_draft(matcher, self._encode, budget)) if self.jump_forward else None,
+                check=check, started=started,
+            )
         except RequestCancelled:
             # Raised between steps: the cache holds exactly kv.cached_tokens, so the prefix stays warm.
             raise
@@ -494,32 +451,9 @@ class MlxAdapter(Adapter):
             # The KV cache may hold a partial step: start the next request from a fresh cache.
             kv.cache, kv.cached_tokens = None, []
             raise
-        if finish == "length":
-            out = out[: request.max_new_tokens]
-        text = self._hf_tokenizer.decode(out, skip_special_tokens=True)
-        if job.on_piece is not None and len(text) > len(emitted[0]):
-            job.on_piece(text[len(emitted[0]):])
-        return Generation(
-            text=text,
-            finish_reason=finish,
-            prompt_tokens=len(prompt),
-            completion_tokens=len(out),
-            time_to_first_token_s=ttft,
-            mask_seconds=mask_s,
-            forced_tokens=forced,
-            model_steps=steps,
-            extra={"cached_prompt_tokens": reused, "device": self.device,
-                   "seconds": time.perf_counter() - started},
-        )
+        text = self._hf_tokenizer.decode(decoded.tokens, skip_special_tokens=True)
+        return decoded.generation(text, len(prompt), mask_seconds=mask_s, extra={
+            "cached_prompt_tokens": reused, "device": self.device, "seconds": time.perf_counter() - started})
 
     def _encode(self, text: str) -> list[int]:
         return list(self._hf_tokenizer.encode(text, add_special_tokens=False))
-
-    def _emit(self, job: _Job, out: list[int], emitted: list[str]) -> None:
-        """Stream the new text since the last piece (whole characters only)."""
-        if job.on_piece is None:
-            return
-        text = self._hf_tokenizer.decode(out, skip_special_tokens=True)
-        if len(text) > len(emitted[0]) and not text.endswith("\ufffd"):
-            job.on_piece(text[len(emitted[0]):])
-            emitted[0] = text

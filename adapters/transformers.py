@@ -1,6 +1,6 @@
 """The portable reference adapter: Hugging Face transformers on CPU or CUDA, xgrammar-constrained.
 
-Decoding is a manual greedy loop over a ``DynamicCache``:
+Decoding is the greedy loop of :mod:`adapters.decode` (shared with the mlx adapter) over a ``DynamicCache``:
 
 - **grammar mask**: per step ``matcher.fill_next_token_bitmask`` then
   ``xgrammar.apply_token_bitmask_inplace`` on the last logits row, argmax. Grammars are compiled
@@ -32,12 +32,13 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from adapters.base import Adapter, AdapterUnavailableError, Generation, GenerationRequest
+from adapters.decode import greedy_decode
 from adapters.options import TransformersOptions
 from adapters.xgrammar_support import GrammarStore, jump_forward_draft, require_xgrammar, tokenizer_info
 
@@ -299,31 +300,10 @@ class TransformersAdapter(Adapter):
         cancel = threading.Event()
         enqueued = time.perf_counter()
         try:
-            return await self._run(self._generate_sync, request, cancel, enqueued, None)
+            return await self._run(self._generate_sync, request, cancel, enqueued)
         except asyncio.CancelledError:
             cancel.set()
             raise
-
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | None] = asyncio.Queue()
-        cancel = threading.Event()
-
-        def emit(piece: str) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, piece)
-
-        future = loop.run_in_executor(self._executor, self._generate_sync, request, cancel, time.perf_counter(), emit)
-        future.add_done_callback(lambda _f: loop.call_soon_threadsafe(queue.put_nowait, None))
-        try:
-            while True:
-                piece = await queue.get()
-                if piece is None:
-                    break
-                yield piece
-            await future  # surface errors
-        finally:
-            if not future.done():
-                cancel.set()
 
     def render_prompt(self, messages: list[dict[str, str]]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -383,10 +363,7 @@ class TransformersAdapter(Adapter):
         self.stats["prefix_hits"] += 1
         return cache, n, info
 
-    def _generate_sync(
-        self, request: GenerationRequest, cancel: threading.Event, enqueued: float,
-        emit: Callable[[str], None] | None,
-    ) -> Generation:
+    def _generate_sync(self, request: GenerationRequest, cancel: threading.Event, enqueued: float) -> Generation:
         import torch
 
         if cancel.is_set():
@@ -401,15 +378,13 @@ class TransformersAdapter(Adapter):
             raise KeyError(f"grammar {request.schema_key!r} is not prepared")
         with torch.inference_mode(), self._activate_lora(request.lora):
             try:
-                return self._decode(request, cancel, started, enqueued, emit)
+                return self._decode(request, cancel, started, enqueued)
             except GenerationCancelled:
                 self.stats["cancelled"] += 1
                 raise
 
-    def _decode(
-        self, request: GenerationRequest, cancel: threading.Event, started: float, enqueued: float,
-        emit: Callable[[str], None] | None,
-    ) -> Generation:
+    def _decode(self, request: GenerationRequest, cancel: threading.Event, started: float, enqueued: float
+                ) -> Generation:
         xgr = require_xgrammar() if request.constrained else None
         constrained = request.constrained
         ids = self._encode(self.render_prompt(request.messages))
@@ -421,9 +396,10 @@ class TransformersAdapter(Adapter):
         mask_s = 0.0
         mask_calls = 0
 
-        def pick(row: Any) -> int:
-            """Greedy choice on one logits row (1, V), under the grammar when constrained."""
+        def choose(rows: Any, i: int) -> int:
+            """Greedy choice on logits row ``i``, under the grammar when constrained."""
             nonlocal mask_s, mask_calls
+            row = rows[i:i + 1]
             if matcher is not None:
                 t0 = time.perf_counter()
                 matcher.fill_next_token_bitmask(bitmask)
@@ -433,105 +409,33 @@ class TransformersAdapter(Adapter):
                 mask_calls += 1
             return int(row.argmax(dim=-1)[0])
 
-        t_prefill = time.perf_counter()
-        logits = self._forward(ids[cached:], cache, 1)[-1:]
-        prefill_s = time.perf_counter() - t_prefill
-        out: list[int] = []
-        steps = forced = drafted = 0
-        ttft: float | None = None
-        finish = "length"
-        emitted = ""
-        next_tok: int | None = None
-        max_new = request.max_new_tokens
-
-        def done() -> bool:
-            return matcher is not None and (matcher.is_terminated() or matcher.is_completed())
-
-        def push(tok: int) -> None:
-            nonlocal ttft, emitted
-            out.append(tok)
-            if ttft is None:
-                ttft = time.perf_counter() - started
-            if emit is not None:
-                text = self.tokenizer.decode(out, skip_special_tokens=True)
-                if not text.endswith("\ufffd") and len(text) > len(emitted):
-                    emit(text[len(emitted):])
-                    emitted = text
-
-        while True:
+        def check() -> None:
             if cancel.is_set():
                 raise GenerationCancelled("cancelled")
-            tok = next_tok if next_tok is not None else pick(logits)
-            next_tok = None
-            if matcher is not None:
-                if tok in self._stop_ids:
-                    finish = "stop"
-                    break
-                if not matcher.accept_token(tok):  # cannot happen under the mask; be loud if it does
-                    raise RuntimeError(f"grammar rejected the masked choice {tok}")
-            elif tok in self._eos_ids:
-                finish = "stop"
-                break
-            push(tok)
-            if done():
-                finish = "stop"
-                break
-            if len(out) >= max_new:
-                break
-            draft = jump_forward_draft(matcher, self._encode, max_new - len(out)) if use_jf else []
-            rows = self._forward([tok, *draft], cache, 1 + len(draft))
-            steps += 1
-            drafted += len(draft)
-            accepted = 0
-            for i, candidate in enumerate(draft):
-                if self.jump_forward_mode == "force":
-                    # commit the grammar's tokenization as is (fewer steps; may differ from greedy)
-                    if not matcher.accept_token(candidate):
-                        break
-                else:
-                    choice = pick(rows[i:i + 1])
-                    if choice != candidate or not matcher.accept_token(candidate):
-                        next_tok = choice
-                        break
-                accepted += 1
-                forced += 1
-                push(candidate)
-                if done() or len(out) >= max_new:
-                    break
-            if done():
-                finish = "stop"
-                break
-            if len(out) >= max_new:
-                break
-            if accepted < len(draft):
-                _crop(cache, len(ids) + len(out))
-            logits = rows[accepted:accepted + 1]
 
-        if emit is not None:
-            text = self.tokenizer.decode(out, skip_special_tokens=True)
-            if len(text) > len(emitted):
-                emit(text[len(emitted):])
-        total = time.perf_counter() - started
-        text = self.tokenizer.decode(out, skip_special_tokens=True)
-        decode_s = max(total - prefill_s - prefix_info["prefix_copy_s"], 0.0)
-        return Generation(
-            text=text,
-            finish_reason=finish,
-            prompt_tokens=len(ids),
-            completion_tokens=len(out),
-            time_to_first_token_s=ttft,
-            mask_seconds=mask_s,
-            forced_tokens=forced,
-            model_steps=steps + 1,  # + the prefill step that yields the first token
-            extra={
-                **prefix_info,
-                "prefill_tokens": len(ids) - cached,
-                "prefill_s": prefill_s,
-                "decode_s": decode_s,
-                "total_s": total,
-                "queue_s": started - enqueued,
-                "mask_calls": mask_calls,
-                "drafted_tokens": drafted,
-                "jump_forward": use_jf,
-            },
+        decoded = greedy_decode(
+            ids[cached:],
+            forward=lambda tokens, rows: self._forward(tokens, cache, rows),
+            choose=choose,
+            rewind=lambda count: _crop(cache, int(cache.get_seq_length()) - count),
+            matcher=matcher,
+            stop_ids=self._stop_ids if matcher is not None else self._eos_ids,
+            max_new_tokens=request.max_new_tokens,
+            draft=(lambda budget: jump_forward_draft(matcher, self._encode, budget)) if use_jf else None,
+            verify_drafts=self.jump_forward_mode == "verify",
+            check=check,
+            started=started,
         )
+        total = time.perf_counter() - started
+        text = self.tokenizer.decode(decoded.tokens, skip_special_tokens=True)
+        return decoded.generation(text, len(ids), mask_seconds=mask_s, extra={
+            **prefix_info,
+            "prefill_tokens": len(ids) - cached,
+            "prefill_s": decoded.prefill_s,
+            "decode_s": max(total - decoded.prefill_s - prefix_info["prefix_copy_s"], 0.0),
+            "total_s": total,
+            "queue_s": started - enqueued,
+            "mask_calls": mask_calls,
+            "drafted_tokens": decoded.drafted_tokens,
+            "jump_forward": use_jf,
+        })

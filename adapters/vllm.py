@@ -334,8 +334,3 @@ class VllmAdapter(Adapter):
             extra={"cached_prompt_tokens": cached_tokens, "device": self.device,
                    "seconds": time.perf_counter() - started, "vllm_finish_reason": finish},
         )
-
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
-        async for delta, _ in self._run(request):
-            if delta:
-                yield delta

@@ -97,18 +97,6 @@ def test_mlx_jump_forward_is_exact_and_saves_steps(mlx_env):
           f"{jumped.completion_tokens} tokens")
 
 
-def test_mlx_stream_matches_generate(mlx_env):
-    loop, adapter, _ = mlx_env
-    request = extract_requests(1, max_new_tokens=16)[0]
-
-    async def collect() -> str:
-        return "".join([piece async for piece in adapter.stream(request)])
-
-    streamed = loop.run_until_complete(collect())
-    whole = loop.run_until_complete(adapter.generate(request))
-    assert streamed == whole.text
-
-
 def test_mlx_peft_lora_is_converted_and_loaded(mlx_env, tmp_path):
     """A PEFT LoRA folder (zero B: no change) converts to mlx-lm's format and serves per request."""
     import mlx.core as mx
