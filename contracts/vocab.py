@@ -85,7 +85,9 @@ WIDGET_TYPES: tuple[str, ...] = get_args(WidgetType)
 RETIRED_TOOLS: tuple[str, ...] = ("mcp/amadeus.search_hotels",)
 
 PASSES: tuple[str, ...] = ("extract", "render")
-ENGINES: tuple[str, ...] = ("deterministic", "slm", "openai")
+#: who answers a pass (docs/engines.md §2); the settings, the CLI, the X-Engine header and the metrics read it here
+EngineName = Literal["deterministic", "slm", "openai"]
+ENGINES: tuple[str, ...] = get_args(EngineName)
 
 #: The eight fallback reasons of docs/engines.md §5.
 FALLBACK_REASONS: tuple[str, ...] = (

@@ -1,4 +1,5 @@
-"""The bottom layer: what every other layer may import, and which imports nothing of the project.
+"""The layer under everything that runs: what every other layer may import. It reads nothing of the project
+but the contract's vocabulary (``contracts.vocab``: engine names), which imports nothing itself.
 
 - :mod:`core.settings`: the settings models (:class:`~core.settings.Settings` and its sections), read from CLI
   flags, the environment (``TRAVEL_SLM_*``) and a config file by :func:`~core.settings.load_settings`;
@@ -7,6 +8,6 @@
 - :mod:`core.stats`: the nearest-rank percentile and the share shared by the evaluation, the shadow report and
   the benchmarks.
 
-The layers above, each importing only the ones below it: ``contracts`` <- ``adapters`` <- ``engines`` <-
-``server`` <- ``evaluation`` / ``training`` <- ``bench``. Nothing in ``core`` imports any of them.
+The layers, each importing only the ones below it (``tests/test_layers.py``): ``contracts`` <- ``core`` <-
+``adapters`` <- ``engines`` <- ``server`` <- ``evaluation`` / ``training`` <- ``bench``.
 """

@@ -17,9 +17,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from contracts.vocab import EngineName
 from core.store_url import StoreURLError, check_store_url
 
-EngineName = Literal["deterministic", "slm", "openai"]
 PassName = Literal["extract", "render"]
 
 

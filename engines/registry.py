@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from contracts.vocab import ENGINES
 from engines.base import Engine
 
 if TYPE_CHECKING:
     from core.settings import Settings
 
-ENGINE_NAMES = ("deterministic", "slm", "openai")
+ENGINE_NAMES = ENGINES
 
 
 class UnknownEngineError(ValueError):

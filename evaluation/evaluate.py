@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contracts.validation import envelope_validity, extract_errors, intent_in_vocab, tools_in_vocab
+from contracts.vocab import ENGINES
 from core.stats import percentile, share
 from engines.agreement import extract_agreement, render_agreement, turn_class
 from evaluation.corpus import CorpusProblem, LabelledTurn, read_corpora
@@ -368,7 +369,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="Exit status: 0 gate passed, 1 gate failed, 2 usage error or engine failure. "
                "Bad corpus lines are reported on stderr with file:line and skipped.",
     )
-    p.add_argument("--engine", required=True, choices=("deterministic", "slm", "openai"), help="engine to evaluate")
+    p.add_argument("--engine", required=True, choices=ENGINES, help="engine to evaluate")
     p.add_argument("--corpus", required=True, nargs="+", metavar="FILE", help="labelled .jsonl corpus files")
     p.add_argument("--split", help="only records whose 'split' equals this value")
     p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N records (after --split)")

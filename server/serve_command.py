@@ -26,7 +26,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-_ENGINES = ("deterministic", "slm", "openai")
+from contracts.vocab import ENGINES
+
+_ENGINES = ENGINES
 #: what a worker process needs to build its application (the config file and the CLI overrides, as JSON);
 #: no ``TRAVEL_SLM_`` prefix, so that it is never taken for a setting
 WORKER_SPEC_ENV = "_TRAVEL_SLM_SERVE_SPEC"
