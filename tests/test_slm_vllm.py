@@ -164,7 +164,7 @@ def vllm_env():
     from core.settings import SlmSettings
     from engines.slm.engine import adapter_options_for
 
-    settings = SlmSettings(adapter="vllm", model="bundled")
+    settings = SlmSettings(adapter="vllm", model="bundled", warmup=False)  # warm-up: tests/test_warm_readiness.py
     loop = asyncio.new_event_loop()
     adapter = VllmAdapter(resolve_model("bundled"), adapter_options_for(settings))
     started = time.perf_counter()
