@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -32,34 +30,20 @@ from engines.fallback import PassRunner
 from engines.registry import build_engine
 from server import errors
 from server.auth import ApiKeyCheck
-from server.errors import BodyTooLargeError, error_response
-from server.logs import access_log
 from server.metrics import Metrics
-from server.tracing import Tracing
+from server.middleware import (
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    HeaderLimitMiddleware,
+    RequestContextMiddleware,
+)
 
 log = logging.getLogger("travel_slm.app")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
 #: how long the lifespan waits for engines to start before serving anyway (slow ones go on loading).
 STARTUP_GRACE_S = 2.0
-#: HTTP paths that answer a pass (request counters, in-flight gauge); the pass is known from the path
-#: for the planner endpoints and set by the route for /v1/chat/completions.
-PASS_PATHS: dict[str, str | None] = {
-    "/extract": "extract", "/extract_turn": "extract", "/render": "render", "/render_widget_chat": "render",
-    "/v1/chat/completions": None,
-}
-_LOGGED_PATHS = frozenset({*PASS_PATHS, "/healthz", "/readyz", "/metrics", "/v1/models", "/docs", "/openapi.json",
-                           "/dashboard", "/v1/shadow/report", "/v1/stats", "/version"})
 #: where /docs's Swagger UI assets (script, stylesheet, icon) are served from
 DOCS_ASSETS = "/docs/assets"
-#: the probe and scrape paths whose successful access-log lines ``log_probes = false`` mutes.
-PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-SCOPE_KEY = "travel_slm"
 
 
 class EngineSet:
@@ -169,183 +153,6 @@ class EngineSet:
                 log.exception("engine close failed", extra={"engine": name})
 
 
-class GuardMiddleware:
-    """Pure ASGI: request id, API key, body size limit (on the raw stream), request metrics, access log."""
-
-    def __init__(self, app: Any, *, auth: ApiKeyCheck, max_body_bytes: int, metrics: Metrics,
-                 max_header_count: int = 100, log_probes: bool = True, tracing: Tracing | None = None) -> None:
-        self.app = app
-        self.tracing = tracing
-        self.log_probes = log_probes
-        self.auth = auth
-        self.max_body = max_body_bytes
-        self.max_header_count = max_header_count
-        self.metrics = metrics
-
-    async def _too_large(self, path: str, scope: Scope, receive: Receive, send: Send, declared: int | None) -> None:
-        """413, after reading (and dropping) the body up to a bound so that every client reads the answer."""
-        drained = await _discard_body(receive, declared, 0 if declared is not None else self.max_body)
-        headers = None if drained else {"Connection": "close"}
-        await error_response(path, 413, f"request body exceeds the limit of {self.max_body} bytes",
-                             code="request_too_large", headers=headers)(scope, receive, send)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if self.tracing is None:
-            await self._guard(scope, receive, send, None)
-            return
-        with self.tracing.request_span(scope) as span:  # the passes' spans are its children
-            await self._guard(scope, receive, send, span)
-
-    async def _guard(self, scope: Scope, receive: Receive, send: Send, span: Any) -> None:
-        method = str(scope.get("method"))
-        if method == "HEAD" and scope.get("path") in ("/healthz", "/readyz"):
-            # probes may use HEAD (Kubernetes httpGet does not, load balancers do): the GET route, no body
-            scope = {**scope, "method": "GET"}
-            send = _without_body(send)
-        started = time.perf_counter()
-        path: str = scope.get("path", "")
-        if len(path) > 1 and path.endswith("/") and path.rstrip("/") in PASS_PATHS:
-            # POST /extract/ answers like /extract (no 307 redirect the planner's client would not follow)
-            path = path.rstrip("/")
-            scope["path"] = path
-            scope["raw_path"] = path.encode("latin-1")
-        authorization: bytes | None = None
-        content_length: bytes | None = None
-        request_id: str | None = None
-        json_typed = False
-        for key, value in scope.get("headers", ()):
-            if key == b"authorization":
-                authorization = value
-            elif key == b"content-length":
-                content_length = value
-            elif key == b"x-request-id":
-                text = value.decode("latin-1")
-                request_id = text if _REQUEST_ID.match(text) else None
-            elif key == b"content-type":
-                json_typed = b"json" in value.lower()
-        request_id = request_id or uuid.uuid4().hex
-        is_pass = path in PASS_PATHS
-        if is_pass and not json_typed:
-            # every body is JSON (docs/api.md §1): parse it as such whatever the client labelled it
-            scope["headers"] = [(k, v) for k, v in scope.get("headers", ()) if k != b"content-type"]
-            scope["headers"].append((b"content-type", b"application/json"))
-        ctx: dict[str, Any] = {"request_id": request_id, "pass": PASS_PATHS.get(path), "engine": None,
-                               "fallback_reason": None, "fallback_detail": None, "input_notes": 0,
-                               "started": time.monotonic()}
-        scope[SCOPE_KEY] = ctx
-        status = 0
-        rid_header = (b"x-request-id", request_id.encode("latin-1"))
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), rid_header]
-            await send(message)
-
-        if is_pass:
-            self.metrics.inflight.inc()
-        try:
-            if len(scope.get("headers", ())) > self.max_header_count:
-                await error_response(path, 431, f"more than {self.max_header_count} request header fields",
-                                     code="request_header_fields_too_large")(scope, receive, send_wrapper)
-                return
-            if self.auth.required(path) and not self.auth.allowed(authorization):
-                response = error_response(path, 401, "missing or invalid API key", code="invalid_api_key",
-                                          headers={"WWW-Authenticate": "Bearer"})
-                await response(scope, receive, send_wrapper)
-                return
-            if content_length is not None:
-                try:
-                    declared = int(content_length)
-                except ValueError:
-                    declared = -1
-                if declared < 0:
-                    await error_response(path, 400, "invalid Content-Length")(scope, receive, send_wrapper)
-                    return
-                if declared > self.max_body:
-                    await self._too_large(path, scope, receive, send_wrapper, declared)
-                    return
-            received = 0
-            limit = self.max_body
-
-            async def limited_receive() -> Message:
-                nonlocal received
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > limit:
-                        raise BodyTooLargeError(limit)
-                return message
-
-            await self.app(scope, limited_receive, send_wrapper)
-        except BodyTooLargeError:
-            if status == 0:
-                await self._too_large(path, scope, receive, send_wrapper, None)
-        except Exception:
-            if status == 0:
-                status = 500
-            raise
-        finally:
-            if is_pass:
-                self.metrics.inflight.dec()
-                self.metrics.request_finished(ctx.get("pass"), ctx.get("engine"), status or 500)
-            if span is not None and self.tracing is not None:
-                self.tracing.finish(span, method, path if path in _LOGGED_PATHS else None, status or 500, ctx)
-            muted = not self.log_probes and path in PROBE_PATHS and 0 < status < 400
-            if not muted and access_log.isEnabledFor(logging.INFO):
-                access_log.info("request", extra={
-                    "method": scope.get("method"), "path": path if path in _LOGGED_PATHS else "other",
-                    "status": status, "duration_ms": round((time.perf_counter() - started) * 1000.0, 2),
-                    "request_id": request_id, "pass": ctx.get("pass"), "engine": ctx.get("engine"),
-                    "fallback_reason": ctx.get("fallback_reason"), "fallback_detail": ctx.get("fallback_detail"),
-                    "input_notes": ctx.get("input_notes") or 0,
-                })
-
-
-#: how much of an over-limit body is read and thrown away so that the client sees the 413 (a client such
-#: as urllib or http.client writes its whole body before reading: closing on it unread resets the
-#: connection instead); beyond this the connection is closed after the 413.
-DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
-DRAIN_TIMEOUT_S = 10.0
-
-
-def _without_body(send: Send) -> Send:
-    async def send_head(message: Message) -> None:
-        if message["type"] == "http.response.body":
-            message = {**message, "body": b""}
-        await send(message)
-
-    return send_head
-
-
-async def _discard_body(receive: Receive, declared: int | None, already: int) -> bool:
-    """Read and drop the rest of the request body up to :data:`DRAIN_LIMIT_BYTES`; True when it all came."""
-    if declared is not None and declared > DRAIN_LIMIT_BYTES:
-        return False
-    seen = already
-
-    async def drain() -> bool:
-        nonlocal seen
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return False
-            seen += len(message.get("body", b""))
-            if not message.get("more_body"):
-                return True
-            if seen > DRAIN_LIMIT_BYTES:
-                return False
-
-    try:
-        return await asyncio.wait_for(drain(), DRAIN_TIMEOUT_S)
-    except TimeoutError:
-        return False
-
-
 def create_app(settings: Settings | None = None, *, engines: dict[str, Engine] | None = None) -> FastAPI:
     """Build the application; engines are started by its lifespan.
 
@@ -427,13 +234,10 @@ def create_app(settings: Settings | None = None, *, engines: dict[str, Engine] |
     app.include_router(routes_stats.router)
     errors.install(app)
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
-    app.add_middleware(
-        GuardMiddleware,
-        auth=ApiKeyCheck(api_key, metrics_require_key=settings.metrics_require_key),
-        max_body_bytes=settings.max_body_bytes,
-        max_header_count=settings.max_header_count,
-        metrics=metrics,
-        log_probes=settings.log_probes,
-        tracing=tracing,
-    )
+    # each add_middleware wraps the ones added before it: the request meets them in the reverse order,
+    # RequestContext (request id, metrics, access log, span) -> HeaderLimit (431) -> Auth (401) -> BodyLimit (400, 413)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthMiddleware, auth=ApiKeyCheck(api_key, metrics_require_key=settings.metrics_require_key))
+    app.add_middleware(HeaderLimitMiddleware, max_header_count=settings.max_header_count)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, log_probes=settings.log_probes, tracing=tracing)
     return app
