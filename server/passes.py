@@ -33,6 +33,7 @@ from engines.deterministic.fixtures import first_tool
 from engines.fallback import PassRunner, Served
 from engines.registry import ENGINE_NAMES
 from server.errors import ApiError, JSONResponse, fallback_detail, fallback_error, field_errors, shape_error
+from server.middleware.request_context import SCOPE_KEY
 
 log = logging.getLogger("travel_slm.planner")
 
@@ -58,10 +59,10 @@ XTimeout = Annotated[
 
 
 def context(request: Request) -> dict[str, Any]:
-    """The per-request dict the guard middleware logs and counts (request_id, pass, engine, fallback)."""
-    ctx = request.scope.get("travel_slm")
+    """The per-request dict the request-context middleware logs and counts (request_id, pass, engine, fallback)."""
+    ctx = request.scope.get(SCOPE_KEY)
     if ctx is None:
-        ctx = request.scope["travel_slm"] = {"request_id": None, "pass": None, "engine": None,
+        ctx = request.scope[SCOPE_KEY] = {"request_id": None, "pass": None, "engine": None,
                                              "fallback_reason": None}
     return ctx
 
