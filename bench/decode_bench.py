@@ -56,6 +56,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from core.settings import Settings
 from core.stats import percentile, share
 from evaluation.evaluate import positive_int
 
@@ -65,8 +66,6 @@ ADAPTER_NAMES: tuple[str, ...] = ("transformers", "vllm", "mlx")
 TARGET_RATIO = 0.95
 TARGET_EXTRACT_P50_MS = 600.0
 TARGET_RENDER_P50_MS = 300.0
-NO_BREAKER = 10**9
-"""Failure threshold that keeps the circuit breaker closed: every turn reaches the model."""
 WARMUP_TOKENS = 16
 
 
@@ -568,7 +567,7 @@ async def _bench_adapter(name: str, turns: Sequence[BenchTurn], options: BenchOp
             limit = settings.timeout_ms(pass_name) if options.timeout_ms is None else options.timeout_ms
             if limit:
                 timeouts[("slm", pass_name)] = float(limit)
-        runner = PassRunner({"slm": engine}, timeouts_ms=timeouts, failure_threshold=NO_BREAKER)
+        runner = PassRunner.from_settings(Settings(slm=settings), {"slm": engine}, policy="measure", timeouts_ms=timeouts)
         served: dict[str, list[ServedSample]] = {"extract": [], "render": []}
         for turn in turns:
             ex = await runner.extract(turn.turn, "slm")

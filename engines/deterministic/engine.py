@@ -6,7 +6,6 @@ from typing import Any, ClassVar
 
 from engines.base import Engine, PassOutput
 from engines.deterministic.extract import extract
-from engines.deterministic.fixtures import fixture
 from engines.deterministic.render import render
 
 
@@ -23,6 +22,3 @@ class DeterministicEngine(Engine):
         self, turn: dict[str, Any], extraction: dict[str, Any], tool_summary: dict[str, Any]
     ) -> PassOutput:
         return PassOutput(document=render(turn, extraction, tool_summary))
-
-    def tool_summary(self, extraction: dict[str, Any], slot: dict[str, Any]) -> dict[str, Any]:
-        return fixture(extraction, slot)

@@ -115,12 +115,8 @@ class ShadowRunner:
             except Exception as exc:  # shadow runs will record fell_back/unavailable
                 log.error("shadow engine could not be started",
                           extra={"engine": self.engine_name, "error": f"{type(exc).__name__}: {exc}"[:ERROR_MAX]})
-        fb = self.full_settings.fallback if self.full_settings is not None else None
-        self._passes = PassRunner(
-            engines,
-            failure_threshold=fb.failure_threshold if fb else 3,
-            cooldown_s=fb.cooldown_s if fb else 5.0,
-        )
+        settings = self.full_settings if self.full_settings is not None else Settings(shadow=self.settings)
+        self._passes = PassRunner.from_settings(settings, engines, policy="shadow")
         await asyncio.to_thread(self.store.start)
         self._accepting = True
         log.info("shadow mode on", extra={"engine": self.engine_name, "passes": list(self.settings.passes),
