@@ -35,7 +35,8 @@ log = logging.getLogger("travel_slm.fallback")
 #:   pass timeout (``slm.timeout_ms_*``, ``openai.timeout_ms_*``), and a circuit breaker per engine and pass
 #:   (``fallback.failure_threshold``, ``fallback.cooldown_s``) skips an engine that keeps failing;
 #: - ``shadow`` (the shadow runner): the breaker of ``serve``, no pass timeout (the shadow runner gives each
-#:   pass its own deadline, ``shadow.timeout_ms``);
+#:   pass its own deadline, ``shadow.timeout_ms``, which is the engine's budget: a pass cut there counts toward
+#:   the breaker, whereas under ``serve`` a deadline is the caller's own budget and does not);
 #: - ``measure`` (benchmarks): the pass timeouts of ``serve``, no breaker (every turn reaches the engine).
 PassPolicy = Literal["serve", "shadow", "measure"]
 PASS_POLICIES: tuple[PassPolicy, ...] = ("serve", "shadow", "measure")
@@ -167,6 +168,7 @@ class PassRunner:
         failure_threshold: int = 3,
         cooldown_s: float = 5.0,
         circuit_breaker: bool = True,
+        deadline_is_engine_budget: bool = False,
         observers: list[PassObserver] | None = None,
         clock: Callable[[], float] = time.monotonic,
         tracer: Any = None,
@@ -174,8 +176,11 @@ class PassRunner:
         """``timeouts_ms``: ``(engine, pass) -> ms`` (none: no pass timeout); ``circuit_breaker``: False asks the
         engine on every pass, however often it fails. ``tracer``: an OpenTelemetry tracer (``server.tracing``);
         each pass is then a span, a child of the current one, carrying :meth:`Served.trace_attributes`. None
-        (tracing off): no span, no cost. Built from the settings: :meth:`from_settings`."""
+        (tracing off): no span, no cost. ``deadline_is_engine_budget``: a pass cut at its ``deadline`` counts toward
+        the breaker (the shadow runner's own limit); by default a deadline is the caller's budget and does not.
+        Built from the settings: :meth:`from_settings`."""
         self.tracer = tracer
+        self.deadline_is_engine_budget = deadline_is_engine_budget
         self.engines = dict(engines)
         self.oracle: Engine = self.engines.setdefault("deterministic", DeterministicEngine())
         self.timeouts_ms = dict(timeouts_ms or {})
@@ -210,6 +215,7 @@ class PassRunner:
             timeouts_ms = pass_timeouts_ms(settings)
         return cls(engines, timeouts_ms=timeouts_ms, failure_threshold=settings.fallback.failure_threshold,
                    cooldown_s=settings.fallback.cooldown_s, circuit_breaker=policy != "measure",
+                   deadline_is_engine_budget=policy == "shadow",
                    observers=observers, clock=clock, tracer=tracer)
 
     def engine(self, name: str) -> Engine:
@@ -330,8 +336,9 @@ class PassRunner:
                     f"{engine_name} {pass_name} stopped at the request deadline ({timeout_ms:.0f} ms left)"
                     if by_deadline else f"{engine_name} {pass_name} exceeded {timeout_ms:.0f} ms")
                 # a pass cut by the caller's own budget (X-Request-Timeout-Ms) says nothing about the engine:
-                # callers with short budgets must not open the breaker for everyone else
-                engine_fault = not by_deadline
+                # callers with short budgets must not open the breaker for everyone else (the shadow runner's
+                # deadline is the engine's own budget, and counts)
+                engine_fault = self.deadline_is_engine_budget or not by_deadline
             except EngineError as exc:
                 reason, error = exc.reason, exc.message
                 # e.g. the openai engine's ClientInputError: the request could not be sent as given, or the

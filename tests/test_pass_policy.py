@@ -61,6 +61,8 @@ def test_the_policies_differ_in_pass_timeouts_and_breakers() -> None:
     assert {(b.threshold, b.cooldown_s) for b in serve.breakers.values()} == {(2, 60.0)}
     shadow = PassRunner.from_settings(settings, {"slm": _Failing()}, policy="shadow")
     assert shadow.timeouts_ms == {} and set(shadow.breakers) == set(serve.breakers)
+    # the shadow runner's deadline is the engine's budget (counts toward the breaker); a caller's is not
+    assert shadow.deadline_is_engine_budget and not serve.deadline_is_engine_budget
     measure = PassRunner.from_settings(settings, {"slm": _Failing()}, policy="measure")
     assert measure.timeouts_ms == expected and measure.breakers == {}
     own = PassRunner.from_settings(settings, {"slm": _Failing()}, policy="measure", timeouts_ms={})
