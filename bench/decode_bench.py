@@ -56,9 +56,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from core.cli import positive_int
 from core.settings import Settings
 from core.stats import percentile, share
-from evaluation.evaluate import positive_int
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPORA = REPO.parent / "shared" / "reference" / "corpora"

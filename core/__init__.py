@@ -5,6 +5,7 @@ but the contract's vocabulary (``contracts.vocab``: engine names), which imports
   flags, the environment (``TRAVEL_SLM_*``) and a config file by :func:`~core.settings.load_settings`;
 - :mod:`core.store_url`: shadow store URLs (parsing, the installed-driver check, DSN redaction), which the
   settings validate and the shadow store opens;
+- :mod:`core.cli`: argument types the commands share (``positive_int``);
 - :mod:`core.stats`: the nearest-rank percentile and the share shared by the evaluation, the shadow report and
   the benchmarks.
 

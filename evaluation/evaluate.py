@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from contracts.validation import envelope_validity, extract_errors, intent_in_vocab, tools_in_vocab
 from contracts.vocab import ENGINES
+from core.cli import positive_int
 from core.stats import percentile, share
 from engines.agreement import extract_agreement, render_agreement, turn_class
 from evaluation.corpus import CorpusProblem, LabelledTurn, read_corpora
@@ -347,17 +348,6 @@ def _command(args: argparse.Namespace) -> int:
             print()
             print(format_per_class(report))
     return 0 if report.gate["passed"] else 1
-
-
-def positive_int(value: str) -> int:
-    """argparse type: an integer >= 1 (shared by the bench commands)."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return number
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

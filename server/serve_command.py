@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.vocab import ENGINES
+from core.cli import positive_int
 
 _ENGINES = ENGINES
 #: what a worker process needs to build its application (the config file and the CLI overrides, as JSON);
@@ -65,21 +66,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--shadow-store", help="shadow record store, e.g. sqlite:///shadow.db")
     p.add_argument("--max-body-bytes", type=int, help="request body limit (default 1 MiB)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log level (default info)")
-    p.add_argument("--workers", type=_positive, metavar="N", default=1,
+    p.add_argument("--workers", type=positive_int, metavar="N", default=1,
                    help="worker processes sharing the port (default 1). With N > 1 /metrics aggregates every "
                         "worker (prometheus-client multiprocess mode, PROMETHEUS_MULTIPROC_DIR: a fresh folder per "
                         "start); /v1/stats, the dashboard, circuit breakers and the shadow runner are per worker")
     p.set_defaults(func=run)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -25,7 +25,7 @@ def _loaded_after(statement: str) -> list[str]:
     return json.loads(done.stdout)
 
 
-@pytest.mark.parametrize("module", ["core", "core.settings", "core.stats", "core.store_url"])
+@pytest.mark.parametrize("module", ["core", "core.settings", "core.stats", "core.store_url", "core.cli"])
 def test_core_loads_nothing_of_the_project(module: str) -> None:
     loaded = _loaded_after(f"import {module}")
     assert module in loaded
