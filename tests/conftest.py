@@ -240,6 +240,17 @@ def reference_records() -> list[dict[str, Any]]:
 # --- small real upstream servers for the openai engine ---------------------------------------------------
 
 
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """A bare ASGI test app's lifespan: acknowledge start-up and shutdown, then return."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 class ScriptedUpstream:
     """A tiny OpenAI-like HTTP server (its own uvicorn) whose answers a test scripts.
 
@@ -254,13 +265,8 @@ class ScriptedUpstream:
 
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if scope["type"] == "lifespan":
-                while True:
-                    message = await receive()
-                    if message["type"] == "lifespan.startup":
-                        await send({"type": "lifespan.startup.complete"})
-                    elif message["type"] == "lifespan.shutdown":
-                        await send({"type": "lifespan.shutdown.complete"})
-                        return
+                await answer_lifespan(receive, send)
+                return
             chunks = []
             while True:
                 message = await receive()

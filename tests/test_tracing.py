@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.conftest import REPO, ScriptedUpstream, ThreadServer, completion
+from tests.conftest import REPO, ScriptedUpstream, ThreadServer, answer_lifespan, completion
 
 TURN = {"event_type": "user_message", "event_payload": {"text": "hotels in Lisbon secret-user-text-7781"},
         "slot_state": {}}
@@ -46,13 +46,8 @@ class OtlpReceiver:
 
     async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         body = b""
         while True:
             message = await receive()
