@@ -67,12 +67,9 @@ def _legacy_store(path: Path, records: list[dict[str, Any]]) -> str:
     return f"sqlite:///{path}"
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(records=st.lists(shadow_record(), max_size=60), min_turns=st.integers(1, 5))
-def test_sql_report_equals_the_in_memory_report(tmp_path_factory: Any, records: list[dict[str, Any]],
-                                                min_turns: int) -> None:
-    folder = tmp_path_factory.mktemp("rep")
-    url = f"sqlite:///{folder}/s.db"
+def check_store_report_equals_the_in_memory_one(url: str, records: list[dict[str, Any]], min_turns: int) -> None:
+    """Write ``records`` and 3 render drops to the (empty) store at ``url``; its SQL report, whole and since a
+    time, equals the in-memory report of the same records (shared by the SQLite and PostgreSQL tiers)."""
     store = ShadowStore(url)
     store.start()
     for rec in records:
@@ -85,6 +82,15 @@ def test_sql_report_equals_the_in_memory_report(tmp_path_factory: Any, records: 
     later = [r for r in records if r["ts"] >= since]
     assert (_comparable(report_from_store(url, since=since, min_turns_per_class=min_turns))
             == _comparable(build_report(later, {}, min_turns_per_class=min_turns, since=since)))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=st.lists(shadow_record(), max_size=60), min_turns=st.integers(1, 5))
+def test_sql_report_equals_the_in_memory_report(tmp_path_factory: Any, records: list[dict[str, Any]],
+                                                min_turns: int) -> None:
+    folder = tmp_path_factory.mktemp("rep")
+    url = f"sqlite:///{folder}/s.db"
+    check_store_report_equals_the_in_memory_one(url, records, min_turns)
 
     # a file of the previous format: read through the JSON, then migrated in place on open
     legacy = _legacy_store(folder / "old.db", records)

@@ -39,7 +39,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import REPO, free_socket, load_reference
-from tests.test_hardening_shadow_report import _comparable, shadow_record
+from tests.test_hardening_shadow_report import check_store_report_equals_the_in_memory_one, shadow_record
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (bash tests/install_postgres.sh)")
 
@@ -467,25 +467,11 @@ def test_schema_bootstrap_is_idempotent_under_concurrent_starts(dsn: str) -> Non
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_sql_report_equals_the_in_memory_report(dsn: str, data: st.DataObject) -> None:
-    from engines.shadow.report import build_report, report_from_store
-    from engines.shadow.store import ShadowStore
-
     records = data.draw(st.lists(shadow_record(), max_size=60))
     min_turns = data.draw(st.integers(1, 5))
     with psycopg.connect(dsn, autocommit=True) as conn, contextlib.suppress(psycopg.errors.UndefinedTable):
         conn.execute("TRUNCATE shadow_records, shadow_drops, shadow_losses")
-    store = ShadowStore(dsn)
-    store.start()
-    for rec in records:
-        assert store.append(rec)
-    store.record_drop("render", 3)
-    store.close()
-    expected = build_report(records, {"render": 3}, min_turns_per_class=min_turns)
-    assert _comparable(report_from_store(dsn, min_turns_per_class=min_turns)) == _comparable(expected)
-    since = 4_000_000_050.0
-    later = [r for r in records if r["ts"] >= since]
-    assert (_comparable(report_from_store(dsn, since=since, min_turns_per_class=min_turns))
-            == _comparable(build_report(later, {}, min_turns_per_class=min_turns, since=since)))
+    check_store_report_equals_the_in_memory_one(dsn, records, min_turns)
 
 
 _MEASURE = """
