@@ -87,9 +87,12 @@ class MlxOptions:
     """The LoRA folders requests may name, loaded with the model."""
     jump_forward: bool = True
     jump_forward_on_cpu: bool = False
-    """MLX's CPU backend costs the same per row whatever the batch, so jump-forward saves nothing there and is
-    off on CPU unless this is set (to measure it)."""
+    """With its reference BLAS (no ``cpu_blas`` loaded), MLX's CPU backend costs the same per row whatever the
+    batch, so jump-forward saves nothing there and is off unless this is set (to measure it)."""
     prefix_cache: bool = True
+    cpu_blas: str = "auto"
+    """Linux only: the BLAS library loaded before ``mlx.core`` (see :func:`adapters.mlx.load_cpu_blas`): ``auto``
+    (the system OpenBLAS when installed), ``off`` (mlx's own reference BLAS), or a library path."""
 
 
 #: the options of any adapter

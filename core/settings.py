@@ -60,6 +60,10 @@ class SlmSettings(BaseModel):
         "depend on the other tokens of its forward pass, so jump-forward and prefix reuse are no longer "
         "token-exact. vllm and mlx ignore it.")
     max_batch: int = Field(default=8, ge=1)
+    mlx_cpu_blas: str = Field(
+        default="auto", description="mlx adapter on Linux: the BLAS library loaded before mlx (mlx[cpu] wheels "
+        "link the reference BLAS, ~13x slower for prefill). auto: the system OpenBLAS when installed "
+        "(apt install libopenblas0-pthread), off: mlx's own, or a library path.")
     warmup: bool = Field(default=True, description="Before /readyz turns 200, generate once per pass (the "
                          "system prompt's KV cache per pass, LoRA weights, the runtime's kernels), so that the "
                          "first request is as fast as the next ones; false: the first request pays for it.")

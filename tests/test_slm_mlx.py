@@ -2,15 +2,20 @@
 
 Skips with the reason when mlx / mlx-lm are not importable (tests/install_vllm_mlx.sh installs
 them). The model loads once per module. MLX's CPU backend is slow on this 2-core machine
-(~0.15-0.3 s per decode step), so the budgets here are smaller than in the vllm tests.
+(~0.1 s per decode step, and prefill ~13x slower again without the system OpenBLAS that
+tests/install_vllm_mlx.sh installs), so the budgets here are smaller than in the vllm tests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes.util
 import dataclasses
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +32,7 @@ from tests.test_slm_vllm import (
 )
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -129,9 +135,51 @@ def test_mlx_peft_lora_is_converted_and_loaded(mlx_env, tmp_path):
 
 
 def test_mlx_slm_engine_serves_valid_passes(mlx_env):
-    # 2 turns, not the 12 of the transformers tier: MLX's CPU GEMM makes prefill ~20x slower than
-    # torch on Linux (a 512x576 @ 576x1536 product: 147 ms against 7.5 ms), so each pass costs
-    # seconds here. The contract checks are the same; Apple Silicon runs them at full size.
+    # 2 turns, not the 12 of the transformers tier: MLX's CPU backend is slower than torch on Linux
+    # (its reference BLAS ~20x for a 512x576 @ 576x1536 product, 147 ms against 7.5 ms; with the
+    # system OpenBLAS the adapter loads ~12 ms, but a decode step still costs ~95 ms), so each pass
+    # costs seconds here. The contract checks are the same; Apple Silicon runs them at full size.
     loop, adapter, settings = mlx_env
     lines = loop.run_until_complete(check_engine_passes(adapter, settings, turns=2, concurrent=False))
     print("\n" + "\n".join(lines))
+
+
+def test_mlx_runs_on_the_system_openblas_when_installed(mlx_env):
+    """mlx[cpu] links the reference BLAS; the adapter loads the system OpenBLAS before mlx (slm.mlx_cpu_blas=auto),
+    and with it jump-forward is on on CPU (a short row batch then costs about one row)."""
+    _loop, adapter, _ = mlx_env
+    expected = ctypes.util.find_library("openblas")
+    if sys.platform != "linux" or expected is None:
+        pytest.skip("no system OpenBLAS here (apt install libopenblas0-pthread)")
+    assert adapter.cpu_blas == expected
+    assert any("openblas" in line for line in Path("/proc/self/maps").read_text().splitlines())
+    assert adapter.jump_forward is True
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the BLAS preload is Linux only")
+def test_cpu_blas_setting_off_a_bad_path_and_a_late_load():
+    """``off`` loads nothing; a path that does not load is a one-line error naming the setting; after mlx.core is
+    imported a load is refused with a warning (it would change nothing)."""
+    script = """
+import logging, sys
+logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+from adapters.base import AdapterUnavailableError
+from adapters.mlx import load_cpu_blas
+print("off:", load_cpu_blas("off"))
+try:
+    load_cpu_blas("/nonexistent/libblas-nope.so")
+except AdapterUnavailableError as exc:
+    print("bad:", exc)
+import importlib.util
+if importlib.util.find_spec("mlx") is not None:
+    import mlx.core
+    print("late:", load_cpu_blas("auto"))
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "off: None" in out.stdout
+    assert "bad: slm.mlx_cpu_blas='/nonexistent/libblas-nope.so' could not be loaded" in out.stdout
+    if "late:" in out.stdout:
+        assert "late: None" in out.stdout
+        if ctypes.util.find_library("openblas"):
+            assert "mlx.core was imported before the CPU BLAS" in out.stdout

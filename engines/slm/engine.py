@@ -109,7 +109,8 @@ def adapter_options_for(settings: SlmSettings, **overrides: Any) -> AdapterOptio
                                   max_batch=settings.max_batch, prefix_cache=settings.prefix_cache)
         else:
             options = MlxOptions(model=settings.model, cache_dir=settings.cache_dir, loras=loras,
-                                 jump_forward=settings.jump_forward, prefix_cache=settings.prefix_cache)
+                                 jump_forward=settings.jump_forward, prefix_cache=settings.prefix_cache,
+                                 cpu_blas=settings.mlx_cpu_blas)
     return dataclasses.replace(options, **overrides)
 
 
