@@ -308,3 +308,19 @@ def completion(content: str | None, finish_reason: str = "stop", model: str = "u
 @pytest.fixture
 def scripted_upstream() -> Callable[[Callable[[dict[str, Any]], tuple[int, Any, float]]], ScriptedUpstream]:
     return ScriptedUpstream
+
+
+#: the tiers that load a real model or runtime, heaviest first (about 100 s down to 20 s alone on 2 cores)
+MODEL_TIERS = ("test_slm_vllm", "test_slm_transformers", "test_remote_vllm", "test_slm_mlx", "test_shipped_model",
+               "test_warm_readiness", "test_decode_bench", "test_slm_tiny", "test_slm_models", "test_training")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the model tiers first, heaviest first; the rest keeps its order (a stable sort).
+
+    ``tests/run.sh`` runs the suite on two xdist workers that take one file at a time (``--dist loadfile``, so a
+    module's model loads once): with the longest files first, the light tests fill the end on whichever worker is
+    free, instead of the heaviest files meeting at the end.
+    """
+    rank = {name: n for n, name in enumerate(MODEL_TIERS)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))

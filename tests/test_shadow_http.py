@@ -124,7 +124,9 @@ async def test_live_responses_are_identical_and_do_not_wait(start_app: Callable[
     if kind == "slow":
         # every live answer arrived while every shadow run was still held at its gate
         assert isinstance(engine, GatedEngine)
-        assert on.shadow.inflight == 2 * len(turns) and on.shadow.store.written == 0
+        # a submitted run counts as in flight once its task starts (just after the submit is counted)
+        await _until(lambda: on.shadow.inflight == 2 * len(turns), "every shadow run to start")
+        assert on.shadow.counts["dropped"] == 0 and on.shadow.store.written == 0
         engine.gate.set()
     report = httpx.get(on.url + "/v1/shadow/report", params={"wait": "true"}, timeout=30).json()
     assert report["records"] == 2 * len(turns)
