@@ -52,10 +52,11 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from adapters.base import Generation
 from core.cli import positive_int
 from core.settings import Settings
 from core.stats import percentile, share
@@ -139,24 +140,16 @@ def load_turns(paths: Sequence[str | Path], n: int, problems: list[str] | None =
 # --- samples and summaries (pure) ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One timed generation."""
+@dataclass
+class Sample(Generation):
+    """One timed generation: the adapter's :class:`~adapters.base.Generation` and the wall time of its
+    ``generate`` call."""
 
-    completion_tokens: int
-    seconds: float
-    """Wall time of the ``generate`` call."""
-    ttft_s: float | None = None
-    mask_s: float = 0.0
-    model_steps: int = 0
-    forced_tokens: int = 0
-    finish_reason: str = "stop"
-    prompt_tokens: int = 0
+    seconds: float = 0.0
 
     @classmethod
-    def of(cls, gen: Any, seconds: float) -> Sample:
-        return cls(int(gen.completion_tokens), float(seconds), gen.time_to_first_token_s, float(gen.mask_seconds),
-                   int(gen.model_steps), int(gen.forced_tokens), str(gen.finish_reason), int(gen.prompt_tokens))
+    def of(cls, gen: Generation, seconds: float) -> Sample:
+        return cls(**{f.name: getattr(gen, f.name) for f in fields(Generation)}, seconds=float(seconds))
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -173,11 +166,16 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
+def _ttfts(samples: Sequence[Sample]) -> list[float]:
+    return [s.time_to_first_token_s for s in samples if s.time_to_first_token_s is not None]
+
+
 def decode_rate(sample: Sample) -> float | None:
     """Tokens after the first over the time after the first token; None without a decode phase."""
-    if sample.ttft_s is None or sample.completion_tokens < 2 or sample.seconds <= sample.ttft_s:
+    ttft = sample.time_to_first_token_s
+    if ttft is None or sample.completion_tokens < 2 or sample.seconds <= ttft:
         return None
-    return (sample.completion_tokens - 1) / (sample.seconds - sample.ttft_s)
+    return (sample.completion_tokens - 1) / (sample.seconds - ttft)
 
 
 def _rates(samples: Sequence[Sample]) -> tuple[float | None, float | None]:
@@ -190,7 +188,7 @@ def _rates(samples: Sequence[Sample]) -> tuple[float | None, float | None]:
     seconds = sum(s.seconds for s in samples)
     eligible = [s for s in samples if decode_rate(s) is not None]
     decode_tokens = sum(s.completion_tokens - 1 for s in eligible)
-    decode_seconds = sum(s.seconds - (s.ttft_s or 0.0) for s in eligible)
+    decode_seconds = sum(s.seconds - (s.time_to_first_token_s or 0.0) for s in eligible)
     return ratio(tokens, seconds), ratio(decode_tokens, decode_seconds)
 
 
@@ -199,9 +197,9 @@ def rate_summary(samples: Sequence[Sample]) -> dict[str, Any]:
     tokens = sum(s.completion_tokens for s in samples)
     seconds = sum(s.seconds for s in samples)
     tok_s, decode_tok_s = _rates(samples)
-    mask = sum(s.mask_s for s in samples)
+    mask = sum(s.mask_seconds for s in samples)
     steps = sum(s.model_steps for s in samples)
-    ttfts = [s.ttft_s for s in samples if s.ttft_s is not None]
+    ttfts = _ttfts(samples)
     return {
         "n": len(samples),
         "completion_tokens": tokens,
@@ -294,8 +292,8 @@ def prefix_lever(on: Sequence[Sample], off: Sequence[Sample], identical: int | N
         "p50_on_ms": _ms(p50_on),
         "p50_off_ms": _ms(p50_off),
         "p50_saved_ms": _ms(p50_off - p50_on) if p50_on is not None and p50_off is not None else None,
-        "ttft_p50_on_ms": _ms(percentile([s.ttft_s for s in on if s.ttft_s is not None], 50)),
-        "ttft_p50_off_ms": _ms(percentile([s.ttft_s for s in off if s.ttft_s is not None], 50)),
+        "ttft_p50_on_ms": _ms(percentile(_ttfts(on), 50)),
+        "ttft_p50_off_ms": _ms(percentile(_ttfts(off), 50)),
         "identical_outputs": identical,
     }
 

@@ -15,6 +15,14 @@ from bench.decode_bench import Sample, ServedSample
 REPO = Path(__file__).resolve().parents[1]
 
 
+def sample(completion_tokens: int, seconds: float, ttft_s: float | None = None, *, mask_s: float = 0.0,
+           model_steps: int = 0, forced_tokens: int = 0, finish_reason: str = "stop") -> Sample:
+    """A timed generation with the figures the summaries read (no text)."""
+    return Sample(text="", finish_reason=finish_reason, prompt_tokens=0, completion_tokens=completion_tokens,
+                  time_to_first_token_s=ttft_s, mask_seconds=mask_s, model_steps=model_steps,
+                  forced_tokens=forced_tokens, seconds=seconds)
+
+
 def test_help_runs_and_names_the_options():
     out = subprocess.run([sys.executable, "-m", "bench.decode_bench", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=60)
@@ -62,10 +70,10 @@ def test_load_turns_reads_records_and_reports_bad_lines(tmp_path):
 
 def test_rate_summary_end_to_end_and_decode_rates():
     samples = [
-        Sample(completion_tokens=101, seconds=2.0, ttft_s=0.5, mask_s=0.101, model_steps=41, forced_tokens=60),
-        Sample(completion_tokens=51, seconds=1.5, ttft_s=0.5, mask_s=0.051, model_steps=21, forced_tokens=30,
+        sample(completion_tokens=101, seconds=2.0, ttft_s=0.5, mask_s=0.101, model_steps=41, forced_tokens=60),
+        sample(completion_tokens=51, seconds=1.5, ttft_s=0.5, mask_s=0.051, model_steps=21, forced_tokens=30,
                finish_reason="length"),
-        Sample(completion_tokens=1, seconds=0.4, ttft_s=0.4),  # no decode phase: left out of decode rate
+        sample(completion_tokens=1, seconds=0.4, ttft_s=0.4),  # no decode phase: left out of decode rate
     ]
     s = db.rate_summary(samples)
     assert s["n"] == 3 and s["completion_tokens"] == 153
@@ -80,14 +88,14 @@ def test_rate_summary_end_to_end_and_decode_rates():
 
 
 def test_mask_time_zero_is_not_reported_not_free():
-    s = db.rate_summary([Sample(completion_tokens=10, seconds=1.0, ttft_s=0.1, mask_s=0.0, model_steps=10)])
+    s = db.rate_summary([sample(completion_tokens=10, seconds=1.0, ttft_s=0.1, mask_s=0.0, model_steps=10)])
     assert s["mask_ms_per_token"] is None and s["mask_share"] is None
     assert db.rate_summary([])["tok_s"] is None
 
 
 def test_decode_comparison_ratio_uses_decode_rate_and_falls_back_to_end_to_end():
-    c = [Sample(completion_tokens=100, seconds=2.0, ttft_s=1.0)]   # e2e 50 tok/s, decode 99 tok/s
-    u = [Sample(completion_tokens=21, seconds=1.2, ttft_s=1.0)]    # e2e 17.5 tok/s, decode 100 tok/s
+    c = [sample(completion_tokens=100, seconds=2.0, ttft_s=1.0)]   # e2e 50 tok/s, decode 99 tok/s
+    u = [sample(completion_tokens=21, seconds=1.2, ttft_s=1.0)]    # e2e 17.5 tok/s, decode 100 tok/s
     d = db.decode_comparison(c, u)
     assert d["ratio_tok_s"] == pytest.approx(50 / 17.5, abs=1e-3)
     assert d["ratio_decode_tok_s"] == pytest.approx(0.99, abs=1e-3)
@@ -96,13 +104,13 @@ def test_decode_comparison_ratio_uses_decode_rate_and_falls_back_to_end_to_end()
 
 
 def test_paired_median_ratio_resists_one_slow_outlier():
-    c = [Sample(11, 1.1, 0.1), Sample(11, 1.1, 0.1), Sample(11, 1.1, 0.1)]       # 10 tok/s each
-    u = [Sample(11, 1.1, 0.1), Sample(11, 1.1, 0.1), Sample(11, 100.1, 0.1)]     # one 0.1 tok/s outlier
+    c = [sample(11, 1.1, 0.1), sample(11, 1.1, 0.1), sample(11, 1.1, 0.1)]       # 10 tok/s each
+    u = [sample(11, 1.1, 0.1), sample(11, 1.1, 0.1), sample(11, 100.1, 0.1)]     # one 0.1 tok/s outlier
     d = db.decode_comparison(c, u)
     assert d["ratio_decode_tok_s"] == pytest.approx(30 / 3.0 / (30 / 102.0), abs=1e-2)
     assert d["ratio_decode_median"] == 1.0
     # no time to first token: only the end-to-end ratio exists
-    d = db.decode_comparison([Sample(completion_tokens=90, seconds=1.0)], [Sample(completion_tokens=100, seconds=1.0)])
+    d = db.decode_comparison([sample(completion_tokens=90, seconds=1.0)], [sample(completion_tokens=100, seconds=1.0)])
     assert d["ratio_decode_tok_s"] is None and d["ratio"] == 0.9 and d["ratio_basis"] == "end_to_end"
 
 
@@ -119,21 +127,21 @@ def test_pass_summary_percentiles_share_and_reasons():
 
 
 def test_levers_compare_the_same_turns():
-    on = [Sample(100, 1.0, 0.1, model_steps=40, forced_tokens=60), Sample(80, 0.8, 0.1, model_steps=30)]
-    off = [Sample(100, 2.0, 0.1, model_steps=100), Sample(80, 1.6, 0.1, model_steps=80)]
+    on = [sample(100, 1.0, 0.1, model_steps=40, forced_tokens=60), sample(80, 0.8, 0.1, model_steps=30)]
+    off = [sample(100, 2.0, 0.1, model_steps=100), sample(80, 1.6, 0.1, model_steps=80)]
     jf = db.jump_forward_lever(on, off, identical=2)
     assert jf["steps_on"] == 70 and jf["steps_off"] == 180 and jf["steps_saved"] == 110
     assert jf["steps_saved_share"] == pytest.approx(110 / 180, abs=1e-3)
     assert jf["p50_on_ms"] == 800.0 and jf["p50_off_ms"] == 1600.0 and jf["identical_outputs"] == 2
-    px = db.prefix_lever(on, [Sample(100, 3.0, 2.1), Sample(80, 2.5, 2.0)], identical=1)
+    px = db.prefix_lever(on, [sample(100, 3.0, 2.1), sample(80, 2.5, 2.0)], identical=1)
     assert px["identical_outputs"] == 1
     assert px["p50_on_ms"] == 800.0 and px["p50_off_ms"] == 2500.0 and px["p50_saved_ms"] == 1700.0
     assert px["ttft_p50_on_ms"] == 100.0 and px["ttft_p50_off_ms"] == 2000.0
 
 
 def _result(name: str, ratio_c: float, extract_ms: list[float]) -> dict:
-    constrained = [Sample(101, 1.1, 0.1, mask_s=0.05, model_steps=41, forced_tokens=60)]
-    unconstrained = [Sample(101, 0.1 + 1.0 * ratio_c, 0.1)]  # decode c/u == ratio_c
+    constrained = [sample(101, 1.1, 0.1, mask_s=0.05, model_steps=41, forced_tokens=60)]
+    unconstrained = [sample(101, 0.1 + 1.0 * ratio_c, 0.1)]  # decode c/u == ratio_c
     return {
         "adapter": name, "status": "ok", "reason": None, "turns": len(extract_ms),
         "meta": {"model": "m", "device": "cpu", "load_s": 1.0, "jump_forward": True, "prefix_cache": True,

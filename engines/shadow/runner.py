@@ -32,6 +32,7 @@ from typing import Any
 from core.settings import Settings, ShadowSettings
 from engines.base import Engine
 from engines.fallback import PassRunner, Served
+from engines.shadow.observe import notify
 from engines.shadow.record import ERROR_MAX, LiveAnswer, ShadowComparison, ShadowResult
 from engines.shadow.redact import redact_record
 from engines.shadow.store import ShadowStore
@@ -326,9 +327,4 @@ class ShadowRunner:
         self.store.append(record)
 
     def _metric(self, name: str, *args: Any) -> None:
-        if self.metrics is None:
-            return
-        try:
-            getattr(self.metrics, name)(*args)
-        except Exception:
-            log.debug("shadow metric %s failed", name, exc_info=True)
+        notify(self.metrics, name, *args)

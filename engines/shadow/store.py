@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from core.store_url import StoreTarget, StoreURLError, parse_store_url, redact_dsn
+from engines.shadow.observe import notify
 from engines.shadow.redact import json_line
 from engines.shadow.store_base import (
     AGREE_COLUMNS,
@@ -285,12 +286,7 @@ class ShadowStore:
     # -- the writer thread -------------------------------------------------------------------------
 
     def _notify(self, name: str, *args: Any) -> None:
-        if self.listener is None:
-            return
-        try:
-            getattr(self.listener, name)(*args)
-        except Exception:
-            log.debug("shadow store listener %s failed", name, exc_info=True)
+        notify(self.listener, name, *args)
 
     def _describe(self, exc: BaseException) -> str:
         return describe_error(exc, self.target)

@@ -26,14 +26,7 @@ import psycopg
 from psycopg import conninfo
 
 from core.store_url import BackendName, StoreTarget
-from engines.shadow.store_base import (
-    REPORT_COLUMNS,
-    SCHEMA_VERSION,
-    OpenConnection,
-    Row,
-    SQLReader,
-    WriterSQL,
-)
+from engines.shadow import store_base
 
 log = logging.getLogger("travel_slm.shadow.store")
 
@@ -41,7 +34,7 @@ _TYPES = {"TEXT": "TEXT", "INTEGER": "INTEGER", "REAL": "DOUBLE PRECISION"}
 _SCHEMA: tuple[str, ...] = (
     "CREATE TABLE IF NOT EXISTS shadow_records (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
     "ts DOUBLE PRECISION NOT NULL, pass TEXT NOT NULL, record TEXT NOT NULL, "
-    + ", ".join(f"{c} {_TYPES[t]}" for c, t in REPORT_COLUMNS.items()) + ")",
+    + ", ".join(f"{c} {_TYPES[t]}" for c, t in store_base.REPORT_COLUMNS.items()) + ")",
     "CREATE INDEX IF NOT EXISTS shadow_records_ts ON shadow_records (ts)",
     "CREATE TABLE IF NOT EXISTS shadow_drops (ts DOUBLE PRECISION NOT NULL, pass TEXT NOT NULL, n INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS shadow_drops_ts ON shadow_drops (ts)",
@@ -55,7 +48,7 @@ _SCHEMA: tuple[str, ...] = (
 _SCHEMA_LOCK = zlib.crc32(b"travel_slm.shadow.schema")
 _RETENTION_LOCK = zlib.crc32(b"travel_slm.shadow.retention")
 
-_SQL = WriterSQL("%s")
+_SQL = store_base.WriterSQL("%s")
 
 #: connection settings unless the DSN sets them: fail fast on an unreachable or silent server
 WRITER_DEFAULTS: dict[str, Any] = {
@@ -82,20 +75,20 @@ def _bootstrap(conn: psycopg.Connection[Any]) -> None:
         for statement in _SCHEMA:
             conn.execute(statement)  # type: ignore[arg-type]  # constant SQL
         conn.execute("INSERT INTO shadow_schema_version (version) VALUES (%s) ON CONFLICT (version) DO NOTHING",
-                     (SCHEMA_VERSION,))
+                     (store_base.SCHEMA_VERSION,))
         row = conn.execute("SELECT max(version) FROM shadow_schema_version").fetchone()
-    newest = int(row[0]) if row and row[0] is not None else SCHEMA_VERSION
-    if newest > SCHEMA_VERSION:
+    newest = int(row[0]) if row and row[0] is not None else store_base.SCHEMA_VERSION
+    if newest > store_base.SCHEMA_VERSION:
         log.warning("the shadow store was written by a newer version; its added columns are left alone",
-                    extra={"store_schema_version": newest, "schema_version": SCHEMA_VERSION})
+                    extra={"store_schema_version": newest, "schema_version": store_base.SCHEMA_VERSION})
 
 
-class PostgresConnection(OpenConnection[psycopg.Connection[Any]]):
+class PostgresConnection(store_base.OpenConnection[psycopg.Connection[Any]]):
     @property
     def broken(self) -> bool:
         return bool(self.conn.broken or self.conn.closed)
 
-    def write(self, rows: Sequence[Row], drops: dict[str, int], losses: dict[tuple[str, str], int],
+    def write(self, rows: Sequence[store_base.Row], drops: dict[str, int], losses: dict[tuple[str, str], int],
               now: float) -> None:
         with self.conn.transaction(), self.conn.cursor() as cur:
             _SQL.write(cur, rows, drops, losses, now)
@@ -110,12 +103,12 @@ class PostgresConnection(OpenConnection[psycopg.Connection[Any]]):
             _SQL.retain(self.conn, cutoff, max_rows)
 
 
-class PostgresReader(SQLReader[psycopg.Connection[Any]]):
+class PostgresReader(store_base.SQLReader[psycopg.Connection[Any]]):
     """One read-only REPEATABLE READ transaction: every query of a report sees the same snapshot."""
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         super().__init__(conn)
-        self.columns = {c: c for c in REPORT_COLUMNS}
+        self.columns = {c: c for c in store_base.REPORT_COLUMNS}
         self._cursors = 0
 
     @staticmethod
