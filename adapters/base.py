@@ -12,7 +12,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from adapters.models import ResolvedModel
 
 
 class AdapterUnavailableError(RuntimeError):
@@ -77,3 +80,19 @@ class Adapter(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Free the model."""
+
+
+class ModelFolderAdapter(Adapter):
+    """An adapter over a model folder the caller resolved (:func:`adapters.models.resolve_model`): vllm and mlx.
+
+    It keeps the folder, and what every such adapter reports before and after loading: the model's name
+    (``model_id``), the device and the load time."""
+
+    def __init__(self, model: ResolvedModel) -> None:
+        self._model = model
+        self.device = "unknown"
+        self.load_seconds: float | None = None
+
+    @property
+    def model_id(self) -> str:
+        return self._model.name

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters.base import Adapter, AdapterUnavailableError, Generation, GenerationRequest
+from adapters.base import AdapterUnavailableError, Generation, GenerationRequest, ModelFolderAdapter
 from adapters.decode import greedy_decode
 from adapters.options import MlxOptions
 from adapters.xgrammar_support import GrammarStore, jump_forward_draft, require_xgrammar, tokenizer_info
@@ -281,7 +281,7 @@ def pretranspose_for_cpu(model: Any) -> int:
 # --- the adapter ------------------------------------------------------------------------------------
 
 
-class MlxAdapter(Adapter):
+class MlxAdapter(ModelFolderAdapter):
     """mlx-lm + xgrammar (MLX bitmask kernel), jump-forward, prefix KV reuse, one worker thread."""
 
     name = "mlx"
@@ -289,7 +289,7 @@ class MlxAdapter(Adapter):
     def __init__(self, model: ResolvedModel, options: MlxOptions | None = None) -> None:
         """``model``: the resolved model folder; ``options``: LoRAs, caches, jump-forward
         (:class:`~adapters.options.MlxOptions`)."""
-        self._model = model
+        super().__init__(model)
         self.options = options = options or MlxOptions()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._slots: dict[str | None, _Slot] = {}
@@ -302,14 +302,8 @@ class MlxAdapter(Adapter):
         self._eos_ids: set[int] = set()
         self.jump_forward = options.jump_forward
         self.prefix_cache = options.prefix_cache
-        self.device = "unknown"
         self.cpu_blas: str | None = None
         """The BLAS library loaded for MLX's CPU backend (:func:`load_cpu_blas`), ``None`` for mlx's own."""
-        self.load_seconds: float | None = None
-
-    @property
-    def model_id(self) -> str:
-        return self._model.name
 
     # --- worker plumbing ---------------------------------------------------------------------------
 

@@ -16,22 +16,37 @@ from typing import Any, ClassVar, Literal
 
 
 @dataclass(frozen=True)
-class TransformersOptions:
+class _ModelOptions:
+    """What every adapter is built with: the model, where conversions are cached, prefix KV reuse."""
+
+    model: str = "bundled"
+    """A model spec :func:`adapters.models.resolve_model` resolves (``bundled``, a folder, a ``.gguf``)."""
+    cache_dir: Path | str | None = None
+    """Where converted models (and PEFT LoRAs converted to mlx-lm's format) are cached (None: the user cache)."""
+    prefix_cache: bool = True
+    """Reuse the KV cache of a prompt's prefix (the fixed system prompt of a pass) across requests."""
+
+
+@dataclass(frozen=True)
+class _LoraOptions(_ModelOptions):
+    """An adapter that loads the LoRAs requests may name up front (vllm: they also size its LoRA slots)."""
+
+    loras: tuple[str, ...] = ()
+    """The LoRA folders requests may name; they load with the model."""
+
+
+@dataclass(frozen=True)
+class TransformersOptions(_ModelOptions):
     """The ``transformers`` adapter (:class:`adapters.transformers.TransformersAdapter`)."""
 
     name: ClassVar[str] = "transformers"
 
-    model: str = "bundled"
-    """A model spec :func:`adapters.models.resolve_model` resolves (``bundled``, a folder, a ``.gguf``)."""
     device: str = "auto"
     """``auto`` (CUDA when torch sees it, else CPU), ``cpu`` or ``cuda``."""
-    cache_dir: Path | str | None = None
-    """Where converted models are cached (None: the user cache)."""
     jump_forward: bool = True
     jump_forward_mode: Literal["verify", "force"] = "verify"
     """``verify`` commits a forced token only when it is also the masked greedy choice (the output equals plain
     greedy decoding); ``force`` commits the grammar's own tokenization (fewer model steps, output may differ)."""
-    prefix_cache: bool = True
     num_threads: int | None = None
     """CPU threads (None: the cores this process may use, at most 8)."""
     dtype: Literal["float32", "bfloat16"] = "float32"
@@ -55,18 +70,13 @@ class TransformersOptions:
 
 
 @dataclass(frozen=True)
-class VllmOptions:
+class VllmOptions(_LoraOptions):
     """The ``vllm`` adapter (:class:`adapters.vllm.VllmAdapter`)."""
 
     name: ClassVar[str] = "vllm"
 
-    model: str = "bundled"
-    cache_dir: Path | str | None = None
-    loras: tuple[str, ...] = ()
-    """The LoRA folders requests may name; they size the engine's LoRA slots and load with the model."""
     max_batch: int = 8
     """vLLM's ``max_num_seqs``."""
-    prefix_cache: bool = True
     max_model_len: int | None = 4096
     gpu_memory_utilization: float | None = None
     """vLLM's share of GPU memory (None: vLLM's default); ignored on CPU."""
@@ -75,21 +85,15 @@ class VllmOptions:
 
 
 @dataclass(frozen=True)
-class MlxOptions:
+class MlxOptions(_LoraOptions):
     """The ``mlx`` adapter (:class:`adapters.mlx.MlxAdapter`)."""
 
     name: ClassVar[str] = "mlx"
 
-    model: str = "bundled"
-    cache_dir: Path | str | None = None
-    """Where converted models and PEFT LoRAs converted to mlx-lm's format are cached."""
-    loras: tuple[str, ...] = ()
-    """The LoRA folders requests may name, loaded with the model."""
     jump_forward: bool = True
     jump_forward_on_cpu: bool = False
     """With its reference BLAS (no ``cpu_blas`` loaded), MLX's CPU backend costs the same per row whatever the
     batch, so jump-forward saves nothing there and is off unless this is set (to measure it)."""
-    prefix_cache: bool = True
     cpu_blas: str = "auto"
     """Linux only: the BLAS library loaded before ``mlx.core`` (see :func:`adapters.mlx.load_cpu_blas`): ``auto``
     (the system OpenBLAS when installed), ``off`` (mlx's own reference BLAS), or a library path."""

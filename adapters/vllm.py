@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters.base import Adapter, AdapterUnavailableError, Generation, GenerationRequest
+from adapters.base import AdapterUnavailableError, Generation, GenerationRequest, ModelFolderAdapter
 from adapters.options import VllmOptions
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def lora_rank(folder: str | Path) -> int:
     return int(config.get("r") or config.get("lora_rank") or 8)
 
 
-class VllmAdapter(Adapter):
+class VllmAdapter(ModelFolderAdapter):
     """vLLM (``AsyncLLM``) with xgrammar structured outputs, continuous batching and per-request LoRA."""
 
     name = "vllm"
@@ -87,7 +87,7 @@ class VllmAdapter(Adapter):
     def __init__(self, model: ResolvedModel, options: VllmOptions | None = None) -> None:
         """``model``: the resolved model folder; ``options``: LoRAs, batch, prefix caching, engine arguments
         (:class:`~adapters.options.VllmOptions`)."""
-        self._model = model
+        super().__init__(model)
         self.options = options = options or VllmOptions()
         self._max_model_len = options.max_model_len
         self._gpu_memory_utilization = options.gpu_memory_utilization
@@ -101,14 +101,8 @@ class VllmAdapter(Adapter):
         self._on_cpu = False
         self._request_ids = itertools.count()
         self._id_prefix = uuid.uuid4().hex[:8]
-        self.device = "unknown"
-        self.load_seconds: float | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
-
-    @property
-    def model_id(self) -> str:
-        return self._model.name
 
     def _configured_loras(self) -> list[str]:
         seen: dict[str, None] = {}

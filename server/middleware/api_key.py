@@ -6,6 +6,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.auth import ApiKeyCheck
 from server.errors import error_response
+from server.middleware.headers import last_header
 
 
 class AuthMiddleware:
@@ -21,11 +22,7 @@ class AuthMiddleware:
         if scope["type"] != "http" or not self.auth.required(path):
             await self.app(scope, receive, send)
             return
-        authorization: bytes | None = None
-        for key, value in scope.get("headers", ()):
-            if key == b"authorization":
-                authorization = value
-        if not self.auth.allowed(authorization):
+        if not self.auth.allowed(last_header(scope, b"authorization")):
             response = error_response(path, 401, "missing or invalid API key", code="invalid_api_key",
                                       headers={"WWW-Authenticate": "Bearer"})
             await response(scope, receive, send)

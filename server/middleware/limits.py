@@ -13,6 +13,7 @@ import asyncio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import BodyTooLargeError, error_response
+from server.middleware.headers import last_header
 
 #: how much of an over-limit body is read and thrown away so that the client sees the 413 (a client such
 #: as urllib or http.client writes its whole body before reading: closing on it unread resets the
@@ -56,10 +57,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        content_length: bytes | None = None
-        for key, value in scope.get("headers", ()):
-            if key == b"content-length":
-                content_length = value
+        content_length = last_header(scope, b"content-length")
         if content_length is not None:
             try:
                 declared = int(content_length)
