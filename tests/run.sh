@@ -28,4 +28,4 @@ bash tests/install_postgres.sh || echo "tests/run.sh: PostgreSQL not installed; 
 # core took 42 s instead of 104 s (alone it costs more, 44 s instead of 32 s). The whole suite: 514 s
 # with two spinning workers, 427 s with passive ones, ~750 s in one process.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
-"$PYTHON" -m pytest -q -p no:cacheprovider -n "${TRAVEL_SLM_TEST_WORKERS:-2}" --dist loadfile --durations=15 "$@"
+"$PYTHON" -m pytest -q -p no:cacheprovider -p no:benchmark -n "${TRAVEL_SLM_TEST_WORKERS:-2}" --dist loadfile --durations=15 "$@"
