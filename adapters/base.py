@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from adapters.models import ResolvedModel
+    from adapters.options import MlxOptions, VllmOptions
 
 
 class AdapterUnavailableError(RuntimeError):
@@ -85,11 +86,14 @@ class Adapter(ABC):
 class ModelFolderAdapter(Adapter):
     """An adapter over a model folder the caller resolved (:func:`adapters.models.resolve_model`): vllm and mlx.
 
-    It keeps the folder, and what every such adapter reports before and after loading: the model's name
-    (``model_id``), the device and the load time."""
+    It keeps the folder and the options, and what every such adapter reports before and after loading: its name
+    (the options'), the model's name (``model_id``), the device and the load time."""
 
-    def __init__(self, model: ResolvedModel) -> None:
+    def __init__(self, model: ResolvedModel, options: VllmOptions | MlxOptions) -> None:
+        """``model``: the resolved model folder; ``options``: the adapter's own (its ``name`` is the adapter's)."""
         self._model = model
+        self.options = options
+        self.name = options.name
         self.device = "unknown"
         self.load_seconds: float | None = None
 

@@ -282,15 +282,14 @@ def pretranspose_for_cpu(model: Any) -> int:
 
 
 class MlxAdapter(ModelFolderAdapter):
-    """mlx-lm + xgrammar (MLX bitmask kernel), jump-forward, prefix KV reuse, one worker thread."""
+    """mlx-lm + xgrammar (MLX bitmask kernel), jump-forward, prefix KV reuse, one worker thread; built with
+    :class:`~adapters.options.MlxOptions` (LoRAs, caches, jump-forward, the CPU BLAS)."""
 
-    name = "mlx"
+    options: MlxOptions
 
     def __init__(self, model: ResolvedModel, options: MlxOptions | None = None) -> None:
-        """``model``: the resolved model folder; ``options``: LoRAs, caches, jump-forward
-        (:class:`~adapters.options.MlxOptions`)."""
-        super().__init__(model)
-        self.options = options = options or MlxOptions()
+        options = options or MlxOptions()
+        super().__init__(model, options)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._slots: dict[str | None, _Slot] = {}
         self._tokenizer: Any = None

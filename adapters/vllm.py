@@ -80,15 +80,14 @@ def lora_rank(folder: str | Path) -> int:
 
 
 class VllmAdapter(ModelFolderAdapter):
-    """vLLM (``AsyncLLM``) with xgrammar structured outputs, continuous batching and per-request LoRA."""
+    """vLLM (``AsyncLLM``) with xgrammar structured outputs, continuous batching and per-request LoRA; built with
+    :class:`~adapters.options.VllmOptions` (LoRAs, batch, prefix caching, engine arguments)."""
 
-    name = "vllm"
+    options: VllmOptions
 
     def __init__(self, model: ResolvedModel, options: VllmOptions | None = None) -> None:
-        """``model``: the resolved model folder; ``options``: LoRAs, batch, prefix caching, engine arguments
-        (:class:`~adapters.options.VllmOptions`)."""
-        super().__init__(model)
-        self.options = options = options or VllmOptions()
+        options = options or VllmOptions()
+        super().__init__(model, options)
         self._max_model_len = options.max_model_len
         self._gpu_memory_utilization = options.gpu_memory_utilization
         self._engine_kwargs = dict(options.engine_kwargs)

@@ -17,15 +17,20 @@ _CARD = re.compile(R.CARD_PATTERN)
 _PASSPORT = re.compile(R.PASSPORT_PATTERN, re.IGNORECASE)
 
 
+def place_slot(label: str, code: str, cc: str, kind: str) -> dict[str, Any]:
+    """The region slot of one gazetteer entry (a region's also has ``scope: "region"``)."""
+    slot = {"label": label, "city_code": code, "country_code": cc, "kind": kind}
+    if kind == "region":
+        slot["scope"] = "region"
+    return slot
+
+
 def city_hint(s: str) -> dict[str, Any] | None:
     """A new region dict for the first gazetteer needle contained in ``s`` (regions first)."""
     low = s.lower()
-    for needle, label, code, cc in R.REGIONS:
+    for needle, label, code, cc, kind in R.GAZETTEER:
         if needle in low:
-            return {"label": label, "city_code": code, "country_code": cc, "kind": "region", "scope": "region"}
-    for needle, label, code, cc in R.CITIES:
-        if needle in low:
-            return {"label": label, "city_code": code, "country_code": cc, "kind": "city"}
+            return place_slot(label, code, cc, kind)
     return None
 
 

@@ -5,43 +5,43 @@ Every keyword test is a plain, case-insensitive substring test on the payload te
 
 from __future__ import annotations
 
-# --- section 2: gazetteers (needle, label, city_code, country_code), tested in this order ----------
+from typing import Literal
 
-REGIONS: tuple[tuple[str, str, str, str], ...] = (
-    ("southeast asia", "Southeast Asia", "SIN", "SG"),
-    ("south america", "South America", "GRU", "BR"),
-    ("mediterranean", "Mediterranean", "BCN", "ES"),
-    ("caribbean", "Caribbean", "SJU", "PR"),
-    ("scotland", "Scotland", "EDI", "GB"),
-    ("europe", "Europe", "LON", "GB"),
-    ("asia", "Asia", "SIN", "SG"),
-)
+# --- section 2: the gazetteer (needle, label, city_code, country_code, kind), tested in this order ---------
+# (the regions first, then the cities)
 
-CITIES: tuple[tuple[str, str, str, str], ...] = (
-    ("san francisco", "San Francisco", "SFO", "US"),
-    ("oktoberfest", "Munich", "MUC", "DE"),
-    ("disneyland", "Disneyland", "LAX", "US"),
-    ("barcelona", "Barcelona", "BCN", "ES"),
-    ("new york", "New York", "NYC", "US"),
-    ("istanbul", "Istanbul", "IST", "TR"),
-    ("monterey", "Monterey", "MRY", "US"),
-    ("yosemite", "Yosemite", "FAT", "US"),
-    ("larnaca", "Larnaca", "LCA", "CY"),
-    ("iceland", "Iceland", "REK", "IS"),
-    ("morocco", "Morocco", "RAK", "MA"),
-    ("boston", "Boston", "BOS", "US"),
-    ("london", "London", "LON", "GB"),
-    ("lisbon", "Lisbon", "LIS", "PT"),
-    ("madrid", "Madrid", "MAD", "ES"),
-    ("berlin", "Berlin", "BER", "DE"),
-    ("athens", "Athens", "ATH", "GR"),
-    ("miami", "Miami", "MIA", "US"),
-    ("paris", "Paris", "PAR", "FR"),
-    ("tokyo", "Tokyo", "TYO", "JP"),
-    ("dubai", "Dubai", "DXB", "AE"),
-    ("rome", "Rome", "ROM", "IT"),
-    ("nyc", "New York", "NYC", "US"),
-    ("cdg", "Paris CDG", "PAR", "FR"),
+GAZETTEER: tuple[tuple[str, str, str, str, Literal["region", "city"]], ...] = (
+    ("southeast asia", "Southeast Asia", "SIN", "SG", "region"),
+    ("south america", "South America", "GRU", "BR", "region"),
+    ("mediterranean", "Mediterranean", "BCN", "ES", "region"),
+    ("caribbean", "Caribbean", "SJU", "PR", "region"),
+    ("scotland", "Scotland", "EDI", "GB", "region"),
+    ("europe", "Europe", "LON", "GB", "region"),
+    ("asia", "Asia", "SIN", "SG", "region"),
+    ("san francisco", "San Francisco", "SFO", "US", "city"),
+    ("oktoberfest", "Munich", "MUC", "DE", "city"),
+    ("disneyland", "Disneyland", "LAX", "US", "city"),
+    ("barcelona", "Barcelona", "BCN", "ES", "city"),
+    ("new york", "New York", "NYC", "US", "city"),
+    ("istanbul", "Istanbul", "IST", "TR", "city"),
+    ("monterey", "Monterey", "MRY", "US", "city"),
+    ("yosemite", "Yosemite", "FAT", "US", "city"),
+    ("larnaca", "Larnaca", "LCA", "CY", "city"),
+    ("iceland", "Iceland", "REK", "IS", "city"),
+    ("morocco", "Morocco", "RAK", "MA", "city"),
+    ("boston", "Boston", "BOS", "US", "city"),
+    ("london", "London", "LON", "GB", "city"),
+    ("lisbon", "Lisbon", "LIS", "PT", "city"),
+    ("madrid", "Madrid", "MAD", "ES", "city"),
+    ("berlin", "Berlin", "BER", "DE", "city"),
+    ("athens", "Athens", "ATH", "GR", "city"),
+    ("miami", "Miami", "MIA", "US", "city"),
+    ("paris", "Paris", "PAR", "FR", "city"),
+    ("tokyo", "Tokyo", "TYO", "JP", "city"),
+    ("dubai", "Dubai", "DXB", "AE", "city"),
+    ("rome", "Rome", "ROM", "IT", "city"),
+    ("nyc", "New York", "NYC", "US", "city"),
+    ("cdg", "Paris CDG", "PAR", "FR", "city"),
 )
 
 # --- section 3: free-text hints -------------------------------------------------------------------

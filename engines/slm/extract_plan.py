@@ -31,7 +31,7 @@ from contracts.planner import payload_text
 from contracts.vocab import CLARIFY_REASONS, ERROR_REASONS, RENDER_INTENT_KINDS
 from engines.deterministic import rules as R
 from engines.deterministic import tools as T
-from engines.deterministic.extract import day_diff, event_slot_updates
+from engines.deterministic.extract import day_diff, event_slot_updates, place_slot
 
 FREE_TEXT_EVENTS_EXCLUDED: tuple[str, ...] = ("user_widget_submit", "user_widget_cta_click")
 CALL_KINDS: tuple[str, ...] = ("show_hotels", "hotel_confirmation")
@@ -43,11 +43,8 @@ PLACES_QUERIES: tuple[str, ...] = ("text", "region")
 def regions_by_label() -> dict[str, dict[str, Any]]:
     """Gazetteer label -> the region slot the oracle writes for it (first entry wins)."""
     out: dict[str, dict[str, Any]] = {}
-    for _needle, label, code, cc in R.REGIONS:
-        out.setdefault(label, {"label": label, "city_code": code, "country_code": cc, "kind": "region",
-                               "scope": "region"})
-    for _needle, label, code, cc in R.CITIES:
-        out.setdefault(label, {"label": label, "city_code": code, "country_code": cc, "kind": "city"})
+    for _needle, label, code, cc, kind in R.GAZETTEER:
+        out.setdefault(label, place_slot(label, code, cc, kind))
     return out
 
 
