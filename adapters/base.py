@@ -86,14 +86,13 @@ class Adapter(ABC):
 class ModelFolderAdapter(Adapter):
     """An adapter over a model folder the caller resolved (:func:`adapters.models.resolve_model`): vllm and mlx.
 
-    It keeps the folder and the options, and what every such adapter reports before and after loading: its name
-    (the options'), the model's name (``model_id``), the device and the load time."""
+    It keeps the folder and the options, and what every such adapter reports before and after loading: the
+    model's name (``model_id``), the device and the load time."""
 
     def __init__(self, model: ResolvedModel, options: VllmOptions | MlxOptions) -> None:
-        """``model``: the resolved model folder; ``options``: the adapter's own (its ``name`` is the adapter's)."""
+        """``model``: the resolved model folder; ``options``: the adapter's own."""
         self._model = model
         self.options = options
-        self.name = options.name
         self.device = "unknown"
         self.load_seconds: float | None = None
 

@@ -285,6 +285,7 @@ class MlxAdapter(ModelFolderAdapter):
     """mlx-lm + xgrammar (MLX bitmask kernel), jump-forward, prefix KV reuse, one worker thread; built with
     :class:`~adapters.options.MlxOptions` (LoRAs, caches, jump-forward, the CPU BLAS)."""
 
+    name = MlxOptions.name
     options: MlxOptions
 
     def __init__(self, model: ResolvedModel, options: MlxOptions | None = None) -> None:

@@ -83,6 +83,7 @@ class VllmAdapter(ModelFolderAdapter):
     """vLLM (``AsyncLLM``) with xgrammar structured outputs, continuous batching and per-request LoRA; built with
     :class:`~adapters.options.VllmOptions` (LoRAs, batch, prefix caching, engine arguments)."""
 
+    name = VllmOptions.name
     options: VllmOptions
 
     def __init__(self, model: ResolvedModel, options: VllmOptions | None = None) -> None:
