@@ -99,3 +99,7 @@ class ModelFolderAdapter(Adapter):
     @property
     def model_id(self) -> str:
         return self._model.name
+
+    def _configured_loras(self) -> list[str]:
+        """The LoRA folders of the options, resolved, each once, in order (they load with the model)."""
+        return list(dict.fromkeys(str(Path(p).expanduser().resolve()) for p in self.options.loras if p))

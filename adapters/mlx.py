@@ -326,9 +326,6 @@ class MlxAdapter(ModelFolderAdapter):
         log.info("mlx adapter: loaded %s on %s in %.1f s (CPU BLAS: %s)", self._model.name, self.device,
                  self.load_seconds, self.cpu_blas or "mlx's own")
 
-    def _configured_loras(self) -> list[str]:
-        return list(dict.fromkeys(str(Path(p).expanduser().resolve()) for p in self.options.loras if p))
-
     def _load_sync(self) -> None:
         import mlx.core as mx
         from mlx_lm import load

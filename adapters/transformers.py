@@ -128,22 +128,12 @@ class TransformersAdapter(Adapter):
         ``merge_lora``: a PEFT LoRA folder merged into the weights at load (a trained model package
         served on both passes): decode steps then cost what the base model's cost.
         """
-        options = options or TransformersOptions()
-        self.options = options
-        self.quantize = options.quantize
-        self.model_spec = options.model
-        self.device_setting = options.device
-        self.cache_dir = options.cache_dir
+        self.options = options = options or TransformersOptions()
+        self.quantize = options.quantize  # "none" once loaded where int8 does not apply (CUDA)
         self.jump_forward = options.jump_forward
-        self.jump_forward_mode = options.jump_forward_mode
         self.prefix_cache = options.prefix_cache
-        self.num_threads = options.num_threads
-        self.dtype_name = options.dtype
-        self.attn_implementation = options.attn_implementation
         self._preloaded = preloaded
-        self._name_override = options.model_name
         self._model_name = options.model_name or ("preloaded" if preloaded else "unloaded")
-        self.merge_lora = options.merge_lora
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="slm-transformers")
         self.model: Any = None
         self.tokenizer: Any = None
@@ -185,23 +175,23 @@ class TransformersAdapter(Adapter):
 
             from adapters.models import resolve_model
 
-            resolved = resolve_model(self.model_spec, self.cache_dir)
-            self._model_name = self._name_override or resolved.name
+            resolved = resolve_model(self.options.model, self.options.cache_dir)
+            self._model_name = self.options.model_name or resolved.name
             self.device = self._pick_device(torch)
-            dtype = getattr(torch, self.dtype_name)
-            if self.device.type == "cuda" and self.dtype_name == "float32":
+            dtype = getattr(torch, self.options.dtype)
+            if self.device.type == "cuda" and self.options.dtype == "float32":
                 dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             started = time.perf_counter()
             self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
             kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
-            if self.attn_implementation and self.device.type == "cpu":
+            if self.options.attn_implementation and self.device.type == "cpu":
                 # eager attention is faster than CPU SDPA for one-token decode steps on short contexts
-                kwargs["attn_implementation"] = self.attn_implementation
+                kwargs["attn_implementation"] = self.options.attn_implementation
             self.model = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs).to(self.device).eval()
             log.info("loaded %s on %s (%s) in %.1f s", resolved.name, self.device, dtype,
                      time.perf_counter() - started)
-        if self.merge_lora:
-            self.model = merge_lora_into(self.model, self.merge_lora)
+        if self.options.merge_lora:
+            self.model = merge_lora_into(self.model, self.options.merge_lora)
         if self.quantize == "int8" and self.device.type == "cpu":
             self.model = quantize_int8(self.model)  # a quantized copy: a preloaded model stays as it is
         else:
@@ -210,7 +200,7 @@ class TransformersAdapter(Adapter):
         # name yet; the old one is the one that works across 4.46..5.x.
         warnings.filterwarnings("ignore", message=r".*`past_key_values` is deprecated.*", category=FutureWarning)
         if self.device.type == "cpu":
-            threads = self.num_threads or default_num_threads()
+            threads = self.options.num_threads or default_num_threads()
             torch.set_num_threads(threads)
         eos = self.tokenizer.eos_token_id
         self._eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
@@ -221,7 +211,7 @@ class TransformersAdapter(Adapter):
             self._eos_ids.update(gen_eos)
 
     def _pick_device(self, torch: Any) -> Any:
-        setting = (self.device_setting or "auto").lower()
+        setting = (self.options.device or "auto").lower()
         if setting == "auto":
             setting = "cuda" if torch.cuda.is_available() else "cpu"
         if setting.startswith("cuda") and not torch.cuda.is_available():
@@ -422,7 +412,7 @@ class TransformersAdapter(Adapter):
             stop_ids=self._stop_ids if matcher is not None else self._eos_ids,
             max_new_tokens=request.max_new_tokens,
             draft=(lambda budget: jump_forward_draft(matcher, self._encode, budget)) if use_jf else None,
-            verify_drafts=self.jump_forward_mode == "verify",
+            verify_drafts=self.options.jump_forward_mode == "verify",
             check=check,
             started=started,
         )

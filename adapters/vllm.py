@@ -87,11 +87,7 @@ class VllmAdapter(ModelFolderAdapter):
     options: VllmOptions
 
     def __init__(self, model: ResolvedModel, options: VllmOptions | None = None) -> None:
-        options = options or VllmOptions()
-        super().__init__(model, options)
-        self._max_model_len = options.max_model_len
-        self._gpu_memory_utilization = options.gpu_memory_utilization
-        self._engine_kwargs = dict(options.engine_kwargs)
+        super().__init__(model, options or VllmOptions())
         self._engine: Any = None
         self._tokenizer: Any = None
         self._schemas: dict[str, str] = {}
@@ -103,13 +99,6 @@ class VllmAdapter(ModelFolderAdapter):
         self._id_prefix = uuid.uuid4().hex[:8]
 
     # --- lifecycle ---------------------------------------------------------------------------------
-
-    def _configured_loras(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for path in self.options.loras:
-            if path:
-                seen.setdefault(str(Path(path).expanduser().resolve()), None)
-        return list(seen)
 
     def _engine_args(self) -> Any:
         from vllm.config import StructuredOutputsConfig
@@ -127,13 +116,13 @@ class VllmAdapter(ModelFolderAdapter):
             "disable_log_stats": True,
             "seed": 0,
         }
-        if self._max_model_len is not None:
-            kwargs["max_model_len"] = self._max_model_len
+        if self.options.max_model_len is not None:
+            kwargs["max_model_len"] = self.options.max_model_len
         if self._on_cpu:
             # CUDA graphs and torch.compile do not apply on CPU; eager mode also starts faster.
             kwargs["enforce_eager"] = True
-        elif self._gpu_memory_utilization is not None:
-            kwargs["gpu_memory_utilization"] = self._gpu_memory_utilization
+        elif self.options.gpu_memory_utilization is not None:
+            kwargs["gpu_memory_utilization"] = self.options.gpu_memory_utilization
         if loras:
             rank = max(lora_rank(p) for p in loras)
             kwargs.update(
@@ -141,7 +130,7 @@ class VllmAdapter(ModelFolderAdapter):
                 max_loras=len(loras),
                 max_lora_rank=next((r for r in _LORA_RANKS if r >= rank), _LORA_RANKS[-1]),
             )
-        kwargs.update(self._engine_kwargs)
+        kwargs.update(self.options.engine_kwargs)
         self._lora_enabled = bool(kwargs.get("enable_lora"))
         return AsyncEngineArgs(**kwargs)
 

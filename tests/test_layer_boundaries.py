@@ -121,7 +121,7 @@ def test_the_slm_engine_builds_its_adapter_from_the_options() -> None:
     assert isinstance(adapter, TransformersAdapter)
     assert adapter.options == TransformersOptions(model=engine.settings.model, jump_forward=False, quantize="int8",
                                                   num_threads=2)
-    assert (adapter.jump_forward, adapter.quantize, adapter.num_threads) == (False, "int8", 2)
+    assert (adapter.jump_forward, adapter.quantize, adapter.options.num_threads) == (False, "int8", 2)
 
 
 def test_vllm_and_mlx_take_their_loras_from_the_options(tmp_path: Path) -> None:
