@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.base import Generation
+from contracts.vocab import PASSES
 from core.cli import positive_int
 from core.settings import Settings
 from core.stats import percentile, share
@@ -419,7 +420,7 @@ def format_table(report: dict[str, Any]) -> str:
                          f"{_fmt(px['p50_off_ms'], '.0f')} ms (saved {_fmt(px['p50_saved_ms'], '.0f')} ms), ttft p50 "
                          f"{_fmt(px['ttft_p50_on_ms'], '.0f')} vs {_fmt(px['ttft_p50_off_ms'], '.0f')} ms, "
                          f"identical outputs {_fmt(px.get('identical_outputs'))}/{px['n']}")
-        for pass_name in ("extract", "render"):
+        for pass_name in PASSES:
             sp = r["served"][pass_name]
             lines.append(f"  served {pass_name}: n {sp['n']}, p50 {_fmt(sp['p50_ms'], '.0f')} ms, p95 "
                          f"{_fmt(sp['p95_ms'], '.0f')} ms, fell back {_fmt(None if sp['fallback_share'] is None else sp['fallback_share'] * 100, '.0f', '%')} "
@@ -561,7 +562,7 @@ async def _bench_adapter(name: str, turns: Sequence[BenchTurn], options: BenchOp
                 identical_prefix += off_text == text
 
         timeouts: dict[tuple[str, str], float] = {}
-        for pass_name in ("extract", "render"):
+        for pass_name in PASSES:
             limit = settings.timeout_ms(pass_name) if options.timeout_ms is None else options.timeout_ms
             if limit:
                 timeouts[("slm", pass_name)] = float(limit)

@@ -74,7 +74,6 @@ WidgetType = Literal[
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 TOOLS: tuple[str, ...] = get_args(ToolId)
 RENDER_INTENT_KINDS: tuple[str, ...] = get_args(RenderIntentKind)
-PLAIN_INTENT_KINDS: tuple[str, ...] = get_args(PlainIntentKind)
 ERROR_REASONS: tuple[str, ...] = get_args(ErrorReason)
 CLARIFY_REASONS: tuple[str, ...] = get_args(ClarifyReason)
 REFUSAL_REASONS: tuple[str, ...] = ERROR_REASONS + CLARIFY_REASONS
@@ -84,7 +83,9 @@ WIDGET_TYPES: tuple[str, ...] = get_args(WidgetType)
 #: Tool ids that must never be emitted (retired or roadmap-only).
 RETIRED_TOOLS: tuple[str, ...] = ("mcp/amadeus.search_hotels",)
 
-PASSES: tuple[str, ...] = ("extract", "render")
+#: the two passes (the planner's extract_turn and render_widget_chat), in their order
+PassName = Literal["extract", "render"]
+PASSES: tuple[str, ...] = get_args(PassName)
 #: who answers a pass (docs/engines.md §2); the settings, the CLI, the X-Engine header and the metrics read it here
 EngineName = Literal["deterministic", "slm", "openai"]
 ENGINES: tuple[str, ...] = get_args(EngineName)

@@ -17,10 +17,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from contracts.vocab import EngineName
+from contracts.vocab import PASSES, EngineName, PassName
 from core.store_url import StoreURLError, check_store_url
-
-PassName = Literal["extract", "render"]
 
 
 class SlmSettings(BaseModel):
@@ -135,7 +133,7 @@ class RenderSettings(BaseModel):
 class ShadowSettings(BaseModel):
     enabled: bool = False
     engine: EngineName = "slm"
-    passes: Annotated[list[PassName], NoDecode] = Field(default_factory=lambda: ["extract", "render"],
+    passes: Annotated[list[PassName], NoDecode] = Field(default_factory=lambda: list(PASSES),
                                                         description="comma-separated or a JSON list in the environment")
     sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     timeout_ms: int = Field(default=800, ge=1)

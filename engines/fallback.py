@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from contracts.planner import normalise_tool_summary
 from contracts.validation import extract_problem, render_problem, slot_state_problems
-from contracts.vocab import CONTRACT_VERSION
+from contracts.vocab import CONTRACT_VERSION, PASSES
 from engines.base import Engine, EngineError, PassOutput
 from engines.deterministic.engine import DeterministicEngine
 from engines.deterministic.fixtures import fixture
@@ -46,7 +46,7 @@ def pass_timeouts_ms(settings: Settings) -> dict[tuple[str, str], float]:
     """``(engine, pass) -> ms``: the pass timeout of every model engine (``slm.timeout_ms_*``, ``openai.timeout_ms_*``)."""
     return {(engine, p): float(section.timeout_ms(p))
             for engine, section in (("slm", settings.slm), ("openai", settings.openai))
-            for p in ("extract", "render")}
+            for p in PASSES}
 
 
 class CircuitBreaker:
@@ -188,7 +188,7 @@ class PassRunner:
             (name, p): CircuitBreaker(failure_threshold, cooldown_s, clock)
             for name in self.engines
             if name != "deterministic"
-            for p in ("extract", "render")
+            for p in PASSES
         } if circuit_breaker else {}
         self.observers = list(observers or [])
 

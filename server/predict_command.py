@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from contracts.planner import ExtractionShapeError, Notes, normalise_extraction, normalise_tool_summary
 from contracts.turn import RenderRequest
-from contracts.vocab import ENGINES
+from contracts.vocab import ENGINES, PASSES
 from engines.shadow.redact import json_line
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def _command(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="run one pass on one turn read from stdin",
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pass", dest="pass_name", required=True, choices=("extract", "render"), help="which pass")
+    p.add_argument("--pass", dest="pass_name", required=True, choices=PASSES, help="which pass")
     p.add_argument("--engine", default="deterministic", choices=ENGINES,
                    help="engine (default: deterministic)")
     p.add_argument("--config", metavar="FILE", help="settings file (.toml, .json, .yaml)")

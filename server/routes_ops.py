@@ -7,7 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
-from contracts.vocab import CONTRACT_VERSION
+from contracts.vocab import CONTRACT_VERSION, PASSES
 from engines.fallback import PassRunner
 from server.errors import ErrorMessage, JSONResponse
 
@@ -91,7 +91,7 @@ def version_info(settings: Any, runner: PassRunner | None = None) -> dict[str, A
     model, source = (str(slm.describe().get("model") or settings.slm.model), "engine") if slm is not None \
         else (str(settings.slm.model), "settings")
     passes: dict[str, dict[str, str]] = {}
-    for pass_ in ("extract", "render"):
+    for pass_ in PASSES:
         engine_name = settings.engine_for(pass_)
         engine = runner.engines.get(engine_name) if runner is not None else None
         if engine is not None:
@@ -137,7 +137,7 @@ async def healthz(request: Request) -> dict[str, Any]:
     engines: dict[str, Any] = {}
     for name in engine_set.configured:
         ready, reason = engine_set.ready_engine(name)
-        circuit = {p: runner.breakers[(name, p)].state for p in ("extract", "render") if (name, p) in runner.breakers}
+        circuit = {p: runner.breakers[(name, p)].state for p in PASSES if (name, p) in runner.breakers}
         engines[name] = {**_describe(runner, name), "ready": ready, "reason": reason, "step": engine_set.step(name),
                          "passes": [p for p, e in passes.items() if e == name], "circuit": circuit}
     live = _describe(runner, settings.extraction_engine)

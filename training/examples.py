@@ -18,8 +18,6 @@ from typing import Any
 from engines.slm import prompts
 from engines.slm.extract_plan import plan_of
 
-PASSES = ("extract", "render")
-
 
 def render_plan_of(render: dict[str, Any]) -> dict[str, Any]:
     """The plan-mode document of a rendered answer: bot message and (widget_type, variant) pairs."""

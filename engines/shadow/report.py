@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.vocab import PASSES
 from core.stats import percentile  # the one nearest-rank percentile, shared with eval and the benches
 from engines.agreement import EXTRACT_FIELDS, FIELDS, RENDER_FIELDS
 
@@ -47,7 +48,6 @@ GATE_TARGETS: dict[str, float] = {
 }
 SCHEMA_TARGET = 1.0
 P95_TARGET_MS = 800.0
-PASSES = ("extract", "render")
 #: latency histogram edges (ms) of the HTML chart: log-spaced, 0.5 ms .. 30 s
 LATENCY_EDGES_MS: tuple[float, ...] = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 400, 800, 1600, 5000, 30000)
 
@@ -297,7 +297,7 @@ def field_owner(field: str, passes: dict[str, PassSummary]) -> str | None:
     """The pass whose records gate ``field`` (None: no shadowed pass carries it)."""
     if field in RENDER_FIELDS:
         return "render" if passes.get("render") and passes["render"].records else None
-    for p in ("extract", "render"):
+    for p in PASSES:
         if passes.get(p) and passes[p].records:
             return p
     return None
