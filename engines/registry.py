@@ -10,7 +10,6 @@ from engines.base import Engine
 if TYPE_CHECKING:
     from core.settings import Settings
 
-ENGINE_NAMES = ENGINES
 
 
 class UnknownEngineError(ValueError):
@@ -30,4 +29,4 @@ def build_engine(name: str, settings: Settings) -> Engine:
         from engines.openai_engine import OpenAIEngine
 
         return OpenAIEngine(settings.openai)
-    raise UnknownEngineError(f"unknown engine {name!r}: expected one of {', '.join(ENGINE_NAMES)}")
+    raise UnknownEngineError(f"unknown engine {name!r}: expected one of {', '.join(ENGINES)}")

@@ -29,9 +29,9 @@ from contracts.planner import (
     normalise_tool_summary,
 )
 from contracts.turn import RenderRequest
+from contracts.vocab import ENGINES
 from engines.deterministic.fixtures import first_tool
 from engines.fallback import PassRunner, Served
-from engines.registry import ENGINE_NAMES
 from server.errors import ApiError, JSONResponse, fallback_detail, fallback_error, field_errors, shape_error
 from server.middleware.request_context import SCOPE_KEY
 
@@ -45,7 +45,7 @@ ToolSummarySource = Literal["body", "turn", "fixture", "none"]
 XEngine = Annotated[
     str | None,
     Header(alias="X-Engine", description="Per-request engine override: deterministic, slm or openai "
-           "(any other value is refused with 400).", json_schema_extra={"enum": list(ENGINE_NAMES)}),
+           "(any other value is refused with 400).", json_schema_extra={"enum": list(ENGINES)}),
 ]
 XTimeout = Annotated[
     str | None,
@@ -74,8 +74,8 @@ def resolve_engine(request: Request, pass_: str, override: str | None) -> str:
         engine: str = request.app.state.settings.engine_for(pass_)
     else:
         engine = override.strip().lower()
-        if engine not in ENGINE_NAMES:
-            raise ApiError(400, f"unknown engine in X-Engine: expected one of {', '.join(ENGINE_NAMES)}",
+        if engine not in ENGINES:
+            raise ApiError(400, f"unknown engine in X-Engine: expected one of {', '.join(ENGINES)}",
                            code="unknown_engine", param="X-Engine")
     ctx = context(request)
     ctx["pass"] = pass_
