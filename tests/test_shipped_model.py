@@ -59,14 +59,20 @@ FLOORS: dict[str, float] = {"tool_match": 0.85, "render_intent_match": 0.85, "wi
                             "render_intent_vocab_validity": 1.0}
 
 
-def test_shipped_model_answers_eval_turns_itself_above_its_floors(tmp_path):
+def test_shipped_model_answers_eval_turns_itself_above_its_floors(tmp_path, caplog):
+    import logging
+
     from core.settings import load_settings
     from evaluation.evaluate import run_eval
 
     settings = load_settings(slm={"adapter": "transformers", "timeout_ms_extract": 120_000,
                                   "timeout_ms_render": 120_000})
     assert settings.slm.model == "shipped"  # the default
+    caplog.set_level(logging.INFO, logger="travel_slm.slm")
     report = asyncio.run(run_eval("slm", [str(_sample(tmp_path))], settings=settings))
+    # the package's LoRA is merged into the weights at load on transformers, and the start-up says so
+    details = [r.detail for r in caplog.records if getattr(r, "step", None) == "loading model"]
+    assert details and all("travel-slm-smollm2-135m-lora merged" in d for d in details), details
     assert report.view == "own"
     assert report.metrics["fallback_rate"] == 0.0, report.fallback_reasons
     failures = {k: report.metrics[k] for k, floor in FLOORS.items() if report.metrics[k] < floor}

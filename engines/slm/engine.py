@@ -180,7 +180,7 @@ class SlmEngine(Engine):
                     self._enter("building adapter")
                     self._adapter = await asyncio.to_thread(self._build_adapter, self._adapter_overrides())
                 self.adapter = self._adapter.name
-                merged = getattr(self._adapter, "merge_lora", None)
+                merged = getattr(getattr(self._adapter, "options", None), "merge_lora", None)  # transformers
                 detail = f"{self.settings.model!r} on adapter {self.adapter}" + (
                     f", LoRA {Path(merged).name} merged" if merged else "")
                 self._enter("loading model", detail)
