@@ -29,7 +29,6 @@ from typing import Any
 from contracts.vocab import ENGINES
 from core.cli import positive_int
 
-_ENGINES = ENGINES
 #: what a worker process needs to build its application (the config file and the CLI overrides, as JSON);
 #: no ``TRAVEL_SLM_`` prefix, so that it is never taken for a setting
 WORKER_SPEC_ENV = "_TRAVEL_SLM_SERVE_SPEC"
@@ -48,9 +47,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--config", metavar="FILE", help="settings file (.toml, .json or .yaml)")
-    p.add_argument("--extraction-engine", choices=_ENGINES, help="live engine of the extract pass")
-    p.add_argument("--render-engine", choices=_ENGINES, help="live engine of the render pass")
-    p.add_argument("--engine", choices=_ENGINES, help="live engine of both passes (the two flags above win)")
+    p.add_argument("--extraction-engine", choices=ENGINES, help="live engine of the extract pass")
+    p.add_argument("--render-engine", choices=ENGINES, help="live engine of the render pass")
+    p.add_argument("--engine", choices=ENGINES, help="live engine of both passes (the two flags above win)")
     p.add_argument("--slm-adapter", choices=("auto", "mlx", "vllm", "transformers"), help="runtime of the slm engine")
     p.add_argument("--slm-model", help="'bundled', a Hugging Face model folder or a .gguf file")
     p.add_argument("--slm-lora", help="LoRA adapter folder (both passes)")
@@ -62,7 +61,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--openai-structured-outputs", choices=("response_format", "vllm"),
                    help="vllm: also send vLLM's structured_outputs field")
     p.add_argument("--shadow", action=argparse.BooleanOptionalAction, default=None, help="shadow mode on/off")
-    p.add_argument("--shadow-engine", choices=_ENGINES, help="candidate engine of shadow mode")
+    p.add_argument("--shadow-engine", choices=ENGINES, help="candidate engine of shadow mode")
     p.add_argument("--shadow-store", help="shadow record store, e.g. sqlite:///shadow.db")
     p.add_argument("--max-body-bytes", type=int, help="request body limit (default 1 MiB)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log level (default info)")

@@ -219,6 +219,7 @@ class SQLReader(OpenConnection[DriverConnection], ABC):
             args = (since,)
         return {p: int(n) for p, n in self.query(sql + " GROUP BY pass", args)}
 
+
 def backend_for(target: StoreTarget) -> Backend:
     """The backend of a parsed URL; a PostgreSQL one needs psycopg (a one-line :class:`StoreURLError`)."""
     if target.backend == "sqlite":
