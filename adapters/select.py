@@ -1,4 +1,4 @@
-"""Pick and build the runtime adapter of the slm engine (service.md section 1) from its options.
+"""Pick and build the runtime adapter of the slm engine (docs/engines.md §3) from its options.
 
 ``auto`` picks ``mlx`` on macOS-arm64 (when mlx-lm is installed), ``vllm`` when CUDA and vLLM
 are present, else ``transformers``. A named adapter whose runtime cannot load raises

@@ -8,7 +8,7 @@ three bounds, all from settings:
 - ``max_header_bytes``: the request line and header block together (h11's
   ``max_incomplete_event_size``, which stops buffering there): beyond it the answer is
   ``431 Request Header Fields Too Large`` and the connection closes (uvicorn would say 400);
-- ``max_header_count``: more header fields than this is a 431 too (checked by the guard middleware,
+- ``max_header_count``: more header fields than this is a 431 too (checked by the header-limit middleware,
   :class:`server.middleware.HeaderLimitMiddleware`, on the parsed request);
 - ``header_timeout_s``: a connection whose request line and headers have not all arrived this long after
   they started (or after the connection opened) gets ``408 Request Timeout`` and is closed; the timer

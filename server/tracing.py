@@ -1,6 +1,6 @@
 """Optional OpenTelemetry traces (``tracing.enabled``): a server span per HTTP request, a child span per pass.
 
-Off by default. Off, the application creates no tracer and imports nothing from OpenTelemetry: the guard
+Off by default. Off, the application creates no tracer and imports nothing from OpenTelemetry: the request-context
 middleware and the pass runner each test one ``is None`` per request, and the packages need not be installed
 (``pip install 'travel-slm[tracing]'`` installs ``opentelemetry-sdk`` and
 ``opentelemetry-exporter-otlp-proto-http``; :class:`core.settings.TracingSettings` refuses ``enabled`` without
